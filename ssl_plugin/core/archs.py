@@ -1,0 +1,67 @@
+"""Topologies of the supported networks, read from their module trees (widths, depths and scales are never literals).
+
+Never pruned: the optical-flow network (SPyNet), the EDVR keyframe extractor and keyframe fusions of IconVSR (they write
+the hidden state), each trunk's input conv (it writes the skip path that RSC keeps whole) and the last conv (RGB out).
+"""
+from __future__ import annotations
+
+from .registry import register_topology
+from .topology import Topology, get_module, reconstruction_chain, residual_units
+
+
+def _shuffle_scale(module) -> int:
+    """Upscale factor of an nn.PixelShuffle (BasicSR) or of mmagic's PixelShufflePack."""
+    for attr in ('upscale_factor', 'scale_factor'):
+        if hasattr(module, attr):
+            return int(getattr(module, attr))
+    raise TypeError(f'{type(module).__name__} has no pixel-shuffle scale')
+
+
+def _trunk_blocks(net, trunk: str) -> str:
+    # Sequential(conv_in, act, Sequential(blocks...)): the residual blocks are the last child.
+    main = get_module(net, f'{trunk}.main')
+    return f'{trunk}.main.{len(main) - 1}'
+
+
+def _recurrent(net, arch, trunks: dict[str, str], chain, frozen) -> Topology:
+    units = []
+    for trunk in trunks.values():
+        units += residual_units(net, _trunk_blocks(net, trunk))
+    units += reconstruction_chain(net, chain)
+    return Topology(arch=arch, units=tuple(units), hidden=dict(trunks), frozen=tuple(frozen))
+
+
+def _basicsr_chain(net, first: list[str]):
+    r = _shuffle_scale(net.pixel_shuffle)
+    return [(p, None) for p in first] + [('upconv1', r), ('upconv2', r), ('conv_hr', None), ('conv_last', None)]
+
+
+@register_topology('basicsr.archs.basicvsr_arch.BasicVSR')
+def basicsr_basicvsr(net) -> Topology:
+    return _recurrent(net, 'BasicVSR', {'backward': 'backward_trunk', 'forward': 'forward_trunk'},
+                      _basicsr_chain(net, ['fusion']),
+                      ['spynet', 'backward_trunk.main.0', 'forward_trunk.main.0', 'conv_last'])
+
+
+@register_topology('basicsr.archs.basicvsr_arch.IconVSR')
+def basicsr_iconvsr(net) -> Topology:
+    # upconv1 reads the forward hidden state directly, so the chain starts there.
+    return _recurrent(net, 'IconVSR', {'backward': 'backward_trunk', 'forward': 'forward_trunk'},
+                      _basicsr_chain(net, []),
+                      ['spynet', 'edvr', 'backward_fusion', 'forward_fusion', 'backward_trunk.main.0',
+                       'forward_trunk.main.0', 'conv_last'])
+
+
+@register_topology('ssl_plugin.archs.basicvsr_uni_arch.BasicVSRUni')
+def basicvsr_uni(net) -> Topology:
+    return _recurrent(net, 'BasicVSRUni', {'forward': 'forward_trunk'}, _basicsr_chain(net, []),
+                      ['spynet', 'forward_trunk.main.0', 'conv_last'])
+
+
+@register_topology('mmagic.models.editors.basicvsr.basicvsr_net.BasicVSRNet')
+def mmagic_basicvsr_net(net) -> Topology:
+    r1, r2 = _shuffle_scale(net.upsample1), _shuffle_scale(net.upsample2)
+    chain = [('fusion', None), ('upsample1.upsample_conv', r1), ('upsample2.upsample_conv', r2),
+             ('conv_hr', None), ('conv_last', None)]
+    return _recurrent(net, 'BasicVSRNet', {'backward': 'backward_resblocks', 'forward': 'forward_resblocks'}, chain,
+                      ['spynet', 'backward_resblocks.main.0', 'forward_resblocks.main.0', 'conv_last'])

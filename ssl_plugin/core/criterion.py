@@ -1,0 +1,93 @@
+"""What is unimportant: the L1-norm criterion and the choice of the unimportant set S.
+
+A *unit* is what one scaling factor controls: a filter, a residual block's input channel, or a pixel-shuffle group.
+Its score is the L1 norm of its weights. By default the norm is divided by the unit's number of weights (``normalize``)
+so that units of different fan-in (a 1x1 fusion filter, a 3x3 residual filter, a 4-filter pixel-shuffle group) compare
+fairly in one global pool, as the official code's mean |W| does.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .registry import bare_model
+from .topology import IN_SUFFIX, PixelShuffleUnit, Topology, get_module
+
+
+@torch.no_grad()
+def l1_scores(net: nn.Module, topology: Topology, keys=None, normalize: bool = True) -> dict[str, torch.Tensor]:
+    """L1 norm of each unit's weights, one float64 CPU vector per scaling-factor key (topology order)."""
+    net = bare_model(net)
+    scores = {}
+    for unit in topology.units:
+        for key in unit.keys:
+            if keys is not None and key not in keys:
+                continue
+            if key.endswith(IN_SUFFIX):
+                w = get_module(net, key[:-len(IN_SUFFIX)]).weight.transpose(0, 1)
+            else:
+                w = get_module(net, key).weight
+                if isinstance(unit, PixelShuffleUnit):
+                    w = w.reshape(w.shape[0] // unit.scale ** 2, -1)
+            w = w.detach().reshape(w.shape[0], -1).abs().double().cpu()
+            scores[key] = w.mean(1) if normalize else w.sum(1)
+    return scores
+
+
+def _kept_count(n: int, n_pruned: int, align: int) -> int:
+    kept = max(n - n_pruned, 1)
+    if align > 1:
+        kept = min(n, math.ceil(kept / align) * align)
+    return kept
+
+
+def select_unimportant(scores: dict[str, torch.Tensor], ratio: float, scope: str = 'global',
+                       align: int = 1) -> dict[str, torch.Tensor]:
+    """Indices (sorted, int64) of the units to prune, per key.
+
+    * ``global`` (the paper): pool every score, mark the ``ceil(p*N)`` smallest; ``local``: ``ceil(p*n)`` per key.
+    * ties are broken by position (key order, then index), so the choice is deterministic;
+    * every key keeps at least one unit, and with ``align > 1`` the kept count is rounded up to a multiple of
+      ``align`` (fewer units pruned) so the pruned convs keep GPU-friendly widths.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f'pruning ratio must be in (0, 1), got {ratio}')
+    if scope not in ('global', 'local'):
+        raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
+    if int(align) != align or align < 1:
+        raise ValueError(f'align must be a positive integer, got {align}')
+    if not scores:
+        raise ValueError('no prunable units (is everything skipped?)')
+    keys = list(scores)
+    if scope == 'global':
+        flat = torch.cat([scores[k] for k in keys])
+        owner = torch.cat([torch.full((scores[k].numel(),), i) for i, k in enumerate(keys)])
+        index = torch.cat([torch.arange(scores[k].numel()) for k in keys])
+        n_pruned = min(math.ceil(round(ratio * flat.numel(), 9)), flat.numel())
+        order = torch.sort(flat, stable=True).indices[:n_pruned]
+        marked = {k: torch.sort(index[order][owner[order] == i]).values for i, k in enumerate(keys)}
+    else:
+        marked = {}
+        for k in keys:
+            n_pruned = math.ceil(round(ratio * scores[k].numel(), 9))
+            marked[k] = torch.sort(torch.sort(scores[k], stable=True).indices[:n_pruned]).values
+    pruned = {}
+    for k in keys:
+        s, m = scores[k], marked[k]
+        n = s.numel()
+        n_pruned = n - _kept_count(n, m.numel(), align)
+        if n_pruned < m.numel():
+            # Give back the highest-scoring marked units (ties: the later index is given back first).
+            ranked = m[torch.sort(s[m], stable=True).indices]
+            m = torch.sort(ranked[:n_pruned]).values
+        pruned[k] = m.to(torch.int64)
+    return pruned
+
+
+def kept_indices(n: int, pruned: torch.Tensor) -> torch.Tensor:
+    """The complement of ``pruned`` in ``range(n)``, sorted."""
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[pruned.cpu()] = False
+    return torch.nonzero(mask).flatten()

@@ -1,0 +1,46 @@
+"""Pruning spec: the JSON-able description of a pruned network (architecture, kept indices per unit, format version).
+
+A pruned model is a state dict plus this spec: rebuild the skeleton with ``apply_spec(fresh_host_network, spec)`` and
+the pruned state dict loads strictly. Nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+
+FORMAT_VERSION = 1
+KIND = {'ResidualUnit': 'residual', 'PixelShuffleUnit': 'pixel_shuffle', 'PlainUnit': 'plain'}
+FIELDS = {'residual': ('in', 'mid', 'out'), 'pixel_shuffle': ('groups',), 'plain': ('out',)}
+
+
+class SpecError(ValueError):
+    """A pruning spec that is malformed or does not fit the network it is applied to."""
+
+
+def make_spec(arch: str, units: dict[str, dict]) -> dict:
+    return {'format_version': FORMAT_VERSION, 'arch': arch, 'units': units}
+
+
+def check_format(spec) -> dict:
+    if isinstance(spec, (str, bytes)):
+        spec = json.loads(spec)
+    if not isinstance(spec, dict) or 'units' not in spec or 'arch' not in spec:
+        raise SpecError('a pruning spec is a dict with "format_version", "arch" and "units"')
+    if spec.get('format_version') != FORMAT_VERSION:
+        raise SpecError(f'pruning spec format_version {spec.get("format_version")!r} is not supported '
+                        f'(this ssl_plugin reads {FORMAT_VERSION})')
+    for path, entry in spec['units'].items():
+        kind = entry.get('kind')
+        if kind not in FIELDS:
+            raise SpecError(f'unit {path}: unknown kind {kind!r}')
+        for f in FIELDS[kind]:
+            idx = entry.get(f)
+            if not isinstance(idx, list) or not idx or any(not isinstance(i, int) for i in idx) \
+                    or idx != sorted(set(idx)):
+                raise SpecError(f'unit {path}: "{f}" must be a non-empty sorted list of distinct ints')
+        if not isinstance(entry.get('total'), dict):
+            raise SpecError(f'unit {path}: missing "total" (the dense sizes)')
+    return spec
+
+
+def dumps(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)

@@ -1,0 +1,89 @@
+"""Temporal Finetuning (TF): pull the pruned network's hidden states towards the unpruned network's, at every time step
+and in every propagation direction, because pruning error grows as the hidden state is carried along the recurrence.
+
+Hidden states are captured with forward hooks on the modules the topology names (the trunks, called once per frame),
+so no architecture code changes. Thanks to RSC both networks' hidden states have the same width and channel order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import bare_model, describe
+from .topology import get_module
+
+DISTANCES = {
+    'l1': lambda a, b: F.l1_loss(a, b),
+    'l2': lambda a, b: F.mse_loss(a, b),
+    'charbonnier': lambda a, b: torch.sqrt((a - b) ** 2 + 1e-12).mean(),
+}
+
+
+class HiddenStateRecorder:
+    """Context manager: while active, ``states[direction]`` collects the hidden state after each time step, in the
+    order the network computes them (the backward branch runs from the last frame to the first)."""
+
+    def __init__(self, net: nn.Module, hidden: dict[str, str] | None = None, detach: bool = False):
+        net = bare_model(net)
+        self.hidden = hidden if hidden is not None else describe(net).hidden
+        self.modules = {d: get_module(net, p) for d, p in self.hidden.items()}
+        self.detach = detach
+        self.states: dict[str, list[torch.Tensor]] = {d: [] for d in self.hidden}
+        self._handles = []
+
+    def __enter__(self):
+        for d, m in self.modules.items():
+            self.states[d] = []
+            self._handles.append(m.register_forward_hook(self._hook(d)))
+        return self
+
+    def _hook(self, direction):
+        def hook(module, args, output):
+            self.states[direction].append(output.detach() if self.detach else output)
+        return hook
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        return False
+
+
+@torch.no_grad()
+def teacher_hidden_states(teacher: nn.Module, lq: torch.Tensor, hidden: dict[str, str] | None = None):
+    """Run the frozen unpruned teacher (eval, no grad) on ``lq`` and return its hidden states per direction."""
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with HiddenStateRecorder(teacher, hidden, detach=True) as rec:
+            teacher(lq)
+    finally:
+        teacher.train(was_training)
+    return rec.states
+
+
+def temporal_finetuning_loss(student: dict[str, list[torch.Tensor]], teacher: dict[str, list[torch.Tensor]],
+                             distance: str = 'l1') -> torch.Tensor:
+    """L_TF = mean over directions and time steps of ``distance(h_student, h_teacher)`` (each a mean over elements)."""
+    if distance not in DISTANCES:
+        raise ValueError(f'TF distance must be one of {sorted(DISTANCES)}, got {distance!r}')
+    if set(student) != set(teacher):
+        raise ValueError(f'hidden-state directions differ: student {sorted(student)}, teacher {sorted(teacher)}')
+    terms = []
+    for d in student:
+        s, t = student[d], teacher[d]
+        if len(s) != len(t) or not s:
+            raise ValueError(f'{d}: student recorded {len(s)} steps, teacher {len(t)}; run both on the same clip')
+        for hs, ht in zip(s, t):
+            if hs.shape != ht.shape:
+                raise ValueError(f'{d}: hidden state shapes differ ({tuple(hs.shape)} vs {tuple(ht.shape)})')
+            terms.append(DISTANCES[distance](hs, ht.to(hs.dtype)))
+    return torch.stack(terms).mean()
+
+
+def frozen_teacher(net: nn.Module) -> nn.Module:
+    """Make ``net`` a teacher: eval mode, no gradients."""
+    net.eval()
+    net.requires_grad_(False)
+    return net

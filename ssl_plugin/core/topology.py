@@ -1,0 +1,160 @@
+"""What is prunable and what is coupled: a declarative description of a recurrent VSR network.
+
+The engine never traces a network (tracers fail on BasicVSR's time loop, flow warping and pixel shuffle); each supported
+architecture is described once, from its module tree, by the units below. Every scaling-factor vector the engine creates
+is named by a *key*: ``'<conv path>'`` for one factor per output filter (or per pixel-shuffle group) and
+``'<conv path>@in'`` for one factor per input channel (the input side of a residual block under RSC).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from torch import nn
+
+IN_SUFFIX = '@in'
+
+
+def in_key(conv_path: str) -> str:
+    """Key of the per-input-channel scaling factors of ``conv_path``."""
+    return conv_path + IN_SUFFIX
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A conv whose input channels ``offset .. offset + n`` are the output channels of a unit."""
+    path: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class ResidualUnit:
+    """A residual block ``x + conv2(act(conv1(x)))`` pruned with a Residual Sparsity Connection.
+
+    Three independent dimensions: the skip channels conv1 reads (``conv1@in``), conv1's filters (``conv1``) and the skip
+    channels conv2 writes into (``conv2``). The skip path itself keeps its width.
+    """
+    path: str
+    conv1: str = 'conv1'
+    conv2: str = 'conv2'
+    act: str = 'relu'
+
+    @property
+    def conv1_path(self) -> str:
+        return f'{self.path}.{self.conv1}'
+
+    @property
+    def conv2_path(self) -> str:
+        return f'{self.path}.{self.conv2}'
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (in_key(self.conv1_path), self.conv1_path, self.conv2_path)
+
+
+@dataclass(frozen=True)
+class PixelShuffleUnit:
+    """A conv followed by an r x pixel shuffle: its filters go in groups of r*r consecutive channels (one output channel
+    of the shuffle each), so a whole group is the pruning unit; consumers lose the matching single input channel."""
+    path: str
+    scale: int
+    consumers: tuple[Consumer, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+@dataclass(frozen=True)
+class PlainUnit:
+    """A conv whose filters can be removed freely; its consumers lose the matching input channels."""
+    path: str
+    consumers: tuple[Consumer, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+Unit = ResidualUnit | PixelShuffleUnit | PlainUnit
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Prunable units of one network, the modules whose per-step outputs are its hidden states (for Temporal
+    Finetuning), and what is never pruned (documentation and the default ``skip`` list)."""
+    arch: str
+    units: tuple[Unit, ...]
+    hidden: dict[str, str]
+    frozen: tuple[str, ...] = field(default_factory=tuple)
+
+    def keys(self) -> list[str]:
+        return [k for u in self.units for k in u.keys]
+
+    def unit(self, path: str) -> Unit:
+        for u in self.units:
+            if u.path == path:
+                return u
+        raise KeyError(f'{self.arch} has no prunable unit {path!r}')
+
+    def skipped_keys(self, patterns) -> set[str]:
+        """Keys matched by glob ``patterns`` (matched against the key, e.g. ``'*.conv2'`` or ``'*.conv1@in'``,
+        and against a residual unit's path for the whole block). A pattern matching nothing is an error: it is
+        almost always a typo that would silently prune what the user meant to protect."""
+        skipped = set()
+        for pattern in patterns or ():
+            hit = False
+            for u in self.units:
+                if fnmatch.fnmatchcase(u.path, pattern):
+                    skipped.update(u.keys)
+                    hit = True
+                for k in u.keys:
+                    if fnmatch.fnmatchcase(k, pattern):
+                        skipped.add(k)
+                        hit = True
+            if not hit:
+                raise ValueError(f'skip pattern {pattern!r} matches no prunable unit of {self.arch}; '
+                                 f'keys look like {self.keys()[:3]} ... {self.keys()[-2:]}')
+        return skipped
+
+
+def get_module(net: nn.Module, path: str) -> nn.Module:
+    try:
+        return net.get_submodule(path)
+    except AttributeError as e:
+        raise KeyError(f'{type(net).__name__} has no submodule {path!r}') from e
+
+
+def set_module(net: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition('.')
+    setattr(net.get_submodule(parent) if parent else net, name, module)
+
+
+def residual_units(net: nn.Module, container: str, **kwargs) -> list[ResidualUnit]:
+    """One ResidualUnit per child of ``container`` (e.g. a trunk's ``main.2`` Sequential); depth comes from the tree."""
+    seq = get_module(net, container)
+    units = []
+    for name, child in seq.named_children():
+        unit = ResidualUnit(f'{container}.{name}', **kwargs)
+        for attr in (unit.conv1, unit.conv2, unit.act):
+            if not hasattr(child, attr):
+                raise TypeError(f'{container}.{name} ({type(child).__name__}) is not a residual block: no {attr!r}')
+        units.append(unit)
+    if not units:
+        raise TypeError(f'{container} holds no residual blocks')
+    return units
+
+
+def reconstruction_chain(net: nn.Module, chain: list[tuple[str, int | None]]) -> list[Unit]:
+    """Units of a feed-forward chain of convs, each feeding the next.
+
+    ``chain`` lists ``(conv path, pixel-shuffle scale or None)``; the last conv is the consumer of the one before it and
+    is never pruned (it produces the image).
+    """
+    units: list[Unit] = []
+    for (path, scale), (next_path, _) in zip(chain[:-1], chain[1:]):
+        get_module(net, path)
+        consumers = (Consumer(next_path),)
+        units.append(PixelShuffleUnit(path, scale, consumers) if scale else PlainUnit(path, consumers))
+    get_module(net, chain[-1][0])
+    return units
