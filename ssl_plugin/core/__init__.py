@@ -12,6 +12,7 @@ from .sir import SparsityRegularizer, gamma_stats
 from .spec import FORMAT_VERSION, SpecError
 from .surgery import apply_spec, prune
 from .temporal import HiddenStateRecorder, frozen_teacher, teacher_hidden_states, temporal_finetuning_loss
+from .losses import SIRLoss, TFLoss
 from .cost import cost_summary, count_macs, count_params
 from .topology import Consumer, PixelShuffleUnit, PlainUnit, ResidualUnit, Topology, reconstruction_chain, \
     residual_units
@@ -22,5 +23,5 @@ __all__ = [
     'gamma_stats', 'insert_scaling_factors', 'kept_indices', 'l1_scores', 'merge_scaling_factors', 'prune',
     'reconstruction_chain', 'register_topology', 'residual_units', 'scaling_factors', 'select_unimportant',
     'supported', 'HiddenStateRecorder', 'frozen_teacher', 'teacher_hidden_states', 'temporal_finetuning_loss',
-    'cost_summary', 'count_macs', 'count_params',
+    'SIRLoss', 'TFLoss', 'cost_summary', 'count_macs', 'count_params',
 ]
