@@ -384,9 +384,11 @@ def test_append_errors(small_video, tmp_path):
         md.build_dataset(video, out, names='001', append=True)
     with pytest.raises(md.DatasetError, match='holds scale 4'):
         md.build_dataset(video, out, scale=2, append=True)
+    with pytest.raises(md.DatasetError, match='blurred with sigma 1.6'):
+        md.build_dataset(video, out, bd_sigma=1.2, append=True)
     with pytest.raises(md.DatasetError, match='exclude each other'):
         md.build_dataset(video, out, append=True, overwrite=True)
-    s = md.build_dataset(video, out, append=True, end=4)  # default name skips the taken one
+    s = md.build_dataset(video, out, append=True, end=4, degradations='BD,BI')  # default name skips the taken one
     assert s['clips'][0]['name'] == '000' and s['train_clips'] == ['001'] and s['val_clips'] == ['000']
 
 
@@ -440,6 +442,11 @@ def test_clip_cache_is_verified_and_reused(carphone, tmp_path, monkeypatch):
         clips_tool.verify_clip(damaged, spec)
     with pytest.raises(clips_tool.ClipError, match='unknown clip'):
         clips_tool.fetch_clips(dest=tmp_path, names=['nope'])
+    monkeypatch.setenv(clips_tool.ENV_VAR, str(carphone.parent))
+    assert clips_tool.default_cache_dir() == carphone.parent
+    assert clips_tool.main(['--clips', 'carphone']) == {'carphone': carphone}  # the CLI: a no-op on a full cache
+    with pytest.raises(SystemExit, match='unknown clip'):
+        clips_tool.main(['--clips', 'carphone,nope'])
 
 
 def test_carphone_becomes_a_basicsr_train_and_val_set(carphone, tmp_path):

@@ -412,9 +412,14 @@ def build_dataset(video, out, *, scale=DEFAULT_SCALE, degradations=DEGRADATIONS,
 
     existing = _check_out(out, overwrite, append)
     if existing is not None:
-        if existing.get('scale') != scale or existing.get('degradations') != degradations:
+        if existing.get('scale') != scale or sorted(existing.get('degradations') or []) != sorted(degradations):
             raise DatasetError(f'--append: {out} holds scale {existing.get("scale")} with degradations '
                                f'{existing.get("degradations")}, not scale {scale} with {degradations}')
+        old_bd = existing.get('bd') or {}
+        if 'BD' in degradations and (old_bd.get('sigma'), old_bd.get('kernel_size')) != (bd_sigma, bd_kernel_size):
+            raise DatasetError(f'--append: {out} was blurred with sigma {old_bd.get("sigma")}, kernel '
+                               f'{old_bd.get("kernel_size")}, not sigma {bd_sigma}, kernel {bd_kernel_size}')
+        degradations = list(existing['degradations'])
         if names is not None:
             clash = sorted(set(names) & set(existing['clips']))
             if clash:
