@@ -1,0 +1,400 @@
+"""SSLVideoRecurrentModel: BasicSR's VideoRecurrentModel driving the SSL engine (Algorithm 1) from BasicSR's iteration
+counter.
+
+The model only translates: the engine's ``SSLController`` decides what to prune and when; this class feeds it BasicSR's
+iterations, adds L_SIR / L_TF to BasicSR's loss, rebuilds BasicSR's optimizer, scheduler, EMA and DDP wrapper after
+pruning, and stores the controller in BasicSR's checkpoints. Everything else (data, loop, validation, flags) is
+BasicSR's own.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict
+from copy import deepcopy
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.video_recurrent_model import VideoRecurrentModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import distributed as dist
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from ..core import (
+    HiddenStateRecorder,
+    cost_summary,
+    describe,
+    frozen_teacher,
+    gamma_stats,
+    scaling_factors,
+    teacher_hidden_states,
+)
+from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
+from ..core.surgery import key_size
+from . import checkpoint as ckpt_io
+
+#: Name fragments BasicSR's ``fix_flow`` freezes (VideoRecurrentModel: the flow network and IconVSR's EDVR).
+FLOW_MODULES = ('spynet', 'edvr')
+PRETRAIN_KEY = 'path.pretrain_network_g'
+STATE_KEY = 'ssl'
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@torch.no_grad()
+def _sync_from_rank0(net) -> None:
+    """Every rank gets rank 0's weights (ranks seed differently, so networks trained from scratch differ)."""
+    if _distributed():
+        for t in net.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def _resume_ssl_state(opt) -> dict | None:
+    """The controller state in the training state BasicSR resumes from (``path.resume_state``), read on CPU."""
+    path = opt['path'].get('resume_state')
+    if not opt.get('is_train') or not path:
+        return None
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if STATE_KEY not in state:
+        raise ValueError(f'path.resume_state: {path} holds no SSL state (saved by another model_type?); '
+                         'SSLVideoRecurrentModel resumes only its own runs')
+    return state[STATE_KEY]
+
+
+@MODEL_REGISTRY.register()
+class SSLVideoRecurrentModel(VideoRecurrentModel):
+    """VideoRecurrentModel + Structured Sparsity Learning. Options: the ``ssl:`` section (see README), and in ``train:``
+    the optional ``sir_opt`` (default ``{type: SIRLoss, loss_weight: 1}``) and ``tf_opt`` (omit: no Temporal
+    Finetuning). ``logger.ssl_per_layer: true`` adds |γ| of pruned / kept units per layer to the logged values."""
+
+    def __init__(self, opt):
+        # Validate before anything is built, so a bad option stops the run at once with the key's name.
+        self.ssl_cfg = SSLConfig.from_dict(opt.get('ssl'), where='ssl')
+        # BasicSR's setup_optimizers / setup_schedulers pop 'type' from opt['train']: keep a copy to rebuild them.
+        self._train_opt = deepcopy(opt['train']) if opt.get('train') is not None else None
+        self._defer_wrap = True  # no DDP wrapper until the structure (γ / pruned skeleton) is final
+        self._flow_frozen = None
+        self.teacher = None
+        self.controller = None
+        resume = _resume_ssl_state(opt)
+        if resume is not None:
+            self.controller = SSLController.from_state_dict(resume)
+        # Checkpoints may carry SSL structure when resuming or evaluating; a fresh SSL run starts from a dense one.
+        self._structure_from_checkpoint = resume is not None or not opt['is_train']
+        super().__init__(opt)
+        if not self.is_train:
+            self._defer_wrap = False
+            self.net_g = self.model_to_device(self.get_bare_model(self.net_g))
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def init_training_settings(self):
+        logger = get_root_logger()
+        bare = self.get_bare_model(self.net_g)
+        topology = describe(bare)  # a clear TypeError now if the network is not supported
+        try:
+            topology.skipped_keys(self.ssl_cfg.skip)
+        except ValueError as e:
+            raise ValueError(f'ssl.skip: {e}') from e
+        total_iter = int(self.opt['train']['total_iter'])
+        super().init_training_settings()  # BasicSR: EMA, pixel / perceptual losses, optimizer, scheduler
+        self.cri_sir = build_loss(self.opt['train'].get('sir_opt') or {'type': 'SIRLoss'}).to(self.device)
+        tf_opt = self.opt['train'].get('tf_opt')
+        self.cri_tf = build_loss(tf_opt).to(self.device) if tf_opt else None
+        ema = [self.net_g_ema] if getattr(self, 'ema_decay', 0) > 0 else []
+
+        if self.controller is None:  # fresh run: choose S on the (pretrained) dense network
+            _sync_from_rank0(bare)
+            self.controller = SSLController(self.ssl_cfg)
+            dense = deepcopy(bare) if self.ssl_cfg.method == 'l1' else None
+            if self.opt['path'].get('pretrain_network_g') is None:
+                for e in ema:  # BasicSR copied each rank's own initialisation: copy the synchronised one
+                    self._copy_weights(bare, e)
+            self.controller.start(bare, others=ema)
+            sir = self.controller.sir
+            if sir is not None and sir.total_iters() > total_iter:
+                raise ValueError(f'ssl.reg: the sparsity stage takes {sir.total_iters()} iterations '
+                                 f'({self.ssl_cfg.reg}), more than train.total_iter = {total_iter}: nothing would '
+                                 'be pruned')
+            self._log_selection(logger, bare, dense)
+            self._rebuild_optimization(keep_lr=False)
+        else:
+            if self.controller.cfg != self.ssl_cfg:
+                logger.warning('ssl: options differ from the resumed run; continuing with the resumed run\'s '
+                               f'{self.controller.cfg}')
+            logger.info(f'SSL: resumed in the {self.controller.stage} stage')
+        if self.controller.stage == FINETUNE:
+            self._build_teacher()
+        self._defer_wrap = False
+        self.net_g = self.model_to_device(bare)
+
+    @staticmethod
+    @torch.no_grad()
+    def _copy_weights(src, dst) -> None:
+        dst.load_state_dict(src.state_dict())
+
+    def model_to_device(self, net):
+        """BasicSR's, but (a) it waits until the structure is final, (b) DDP also works on CPU (gloo), and (c) every
+        parameter is registered with DDP even while ``fix_flow`` has frozen the flow network."""
+        net = net.to(self.device)
+        if self._defer_wrap:
+            return net
+        if self.opt['dist']:
+            flags = [(p, p.requires_grad) for p in net.parameters()]
+            net.requires_grad_(True)
+            kwargs = {'find_unused_parameters': self.opt.get('find_unused_parameters', False)}
+            if self.device.type == 'cuda':
+                kwargs['device_ids'] = [torch.cuda.current_device()]
+            net = DistributedDataParallel(net, **kwargs)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def _rebuild_optimization(self, keep_lr: bool = True) -> None:
+        """New optimizer and scheduler over the current parameters. With ``keep_lr`` the schedule continues where it
+        was (scheduler state and every group's lr / initial_lr carried over): no learning-rate jump at pruning."""
+        old_sched = [s.state_dict() for s in self.schedulers]
+        old_lrs = [[(g['lr'], g.get('initial_lr')) for g in o.param_groups] for o in self.optimizers]
+        self.opt['train'] = deepcopy(self._train_opt)
+        self.optimizers, self.schedulers = [], []
+        self.setup_optimizers()
+        self.setup_schedulers()
+        if not keep_lr:
+            return
+        for sched, state in zip(self.schedulers, old_sched):
+            sched.load_state_dict(state)
+        for optim, groups in zip(self.optimizers, old_lrs):
+            if len(optim.param_groups) != len(groups):
+                raise RuntimeError('the rebuilt optimizer has a different number of parameter groups')
+            for group, (lr, initial) in zip(optim.param_groups, groups):
+                group['lr'] = lr
+                if initial is not None:
+                    group['initial_lr'] = initial
+
+    def _build_teacher(self) -> None:
+        """The unpruned network (γ merged) as a frozen host network, for Temporal Finetuning."""
+        if self.cri_tf is None or self.controller.teacher_state is None:
+            self.teacher = None
+            return
+        teacher = build_network(self.opt['network_g'])
+        teacher.load_state_dict(self.controller.teacher_state)
+        self.teacher = frozen_teacher(teacher.to(self.device))
+
+    # ------------------------------------------------------------------------------------------------ training
+    def feed_data(self, data):
+        """BasicSR's, but never aliasing the batch: on CPU ``.to(device)`` returns the very tensor, and BasicSR's
+        validation squeezes that tensor in place right after feeding it."""
+        super().feed_data(data)
+        if self.lq is data['lq']:
+            self.lq = self.lq.clone()
+        if 'gt' in data and self.gt is data['gt']:
+            self.gt = self.gt.clone()
+
+    def _update_flow_freeze(self, current_iter) -> None:
+        """BasicSR's ``fix_flow`` as a function of the iteration (frozen while ``current_iter < fix_flow``), so that a
+        resumed run freezes exactly like an uninterrupted one (BasicSR only freezes at iteration 1)."""
+        if not self.fix_flow_iter:
+            return
+        frozen = current_iter < self.fix_flow_iter
+        if frozen == self._flow_frozen:
+            return
+        logger = get_root_logger()
+        if frozen:
+            logger.info(f'Fix flow network and feature extractor for {self.fix_flow_iter} iters.')
+        elif self._flow_frozen is not None:
+            logger.warning('Train all the parameters.')
+        for name, param in self.get_bare_model(self.net_g).named_parameters():
+            if any(m in name for m in FLOW_MODULES):
+                param.requires_grad_(not frozen)
+        self._flow_frozen = frozen
+
+    def optimize_parameters(self, current_iter):
+        self._update_flow_freeze(current_iter)
+        controller = self.controller
+        self.optimizer_g.zero_grad()
+        recorder = teacher_states = None
+        if controller.stage == FINETUNE and self.teacher is not None:
+            teacher_states = teacher_hidden_states(self.teacher, self.lq)
+            with HiddenStateRecorder(self.net_g) as recorder:
+                self.output = self.net_g(self.lq)
+        else:
+            self.output = self.net_g(self.lq)
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            if l_percep is not None:
+                l_total += l_percep
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                l_total += l_style
+                loss_dict['l_style'] = l_style
+        if controller.stage == SPARSITY and controller.sir is not None:
+            bare = self.get_bare_model(self.net_g)
+            l_sir = self.cri_sir(controller.sir, scaling_factors(bare, describe(bare)))
+            l_total += l_sir
+            loss_dict['l_sir'] = l_sir
+        if teacher_states is not None:
+            l_tf = self.cri_tf(recorder.states, teacher_states)
+            l_total += l_tf
+            loss_dict['l_tf'] = l_tf
+
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        if controller.step():
+            self._prune(current_iter)
+
+    def _prune(self, current_iter) -> None:
+        """End of the sparsity stage: cut S from net_g and the EMA, then rebuild teacher, optimizer, scheduler, DDP."""
+        logger = get_root_logger()
+        bare = self.get_bare_model(self.net_g)
+        dense = deepcopy(bare)
+        self.controller.prune(bare, others=[self.net_g_ema] if self.ema_decay > 0 else [])
+        self._build_teacher()
+        self._rebuild_optimization(keep_lr=True)
+        self.net_g = self.model_to_device(bare)
+        self._flow_frozen = None  # re-apply fix_flow to the rebuilt modules at the next iteration
+        logger.info(f'SSL: sparsity stage finished at iter {current_iter}: pruned, now finetuning'
+                    f'{" with Temporal Finetuning" if self.teacher is not None else ""}')
+        self._log_cost(logger, dense, bare)
+
+    # ------------------------------------------------------------------------------------------------ logging
+    def get_current_log(self):
+        log = OrderedDict(self.log_dict)
+        log.update(self.ssl_log_values())
+        return log
+
+    def ssl_log_values(self) -> dict:
+        """Stage, α, |S| and mean |γ| of pruned vs kept units (overall; per layer with ``logger.ssl_per_layer``)."""
+        c = self.controller
+        values = OrderedDict(ssl_stage=0.0 if c.stage == SPARSITY else 1.0)
+        if c.pruned is not None:
+            values['ssl_num_pruned'] = float(sum(v.numel() for v in c.pruned.values()))
+        if c.stage == SPARSITY and c.sir is not None:
+            values['ssl_alpha'] = c.sir.current_alpha()
+            bare = self.get_bare_model(self.net_g)
+            gammas = scaling_factors(bare, describe(bare))
+            pruned_all, kept_all = [], []
+            for key, g in gammas.items():
+                mask = torch.zeros(g.numel(), dtype=torch.bool)
+                idx = c.pruned.get(key)
+                if idx is not None and idx.numel():
+                    mask[idx] = True
+                g = g.detach().abs().float().cpu()
+                pruned_all.append(g[mask])
+                kept_all.append(g[~mask])
+            values['ssl_gamma_pruned'] = float(torch.cat(pruned_all).mean()) if pruned_all else math.nan
+            values['ssl_gamma_kept'] = float(torch.cat(kept_all).mean()) if kept_all else math.nan
+            if self.opt.get('logger', {}).get('ssl_per_layer'):
+                for key, (p, k) in gamma_stats(gammas, c.pruned).items():
+                    values[f'ssl_gamma_pruned/{key}'] = p
+                    values[f'ssl_gamma_kept/{key}'] = k
+        return values
+
+    @master_only
+    def _log_selection(self, logger, net, dense=None) -> None:
+        c = self.controller
+        sized = net if dense is None else dense
+        topology = describe(sized)
+        total = {k: key_size(sized, topology, k) for k in topology.keys()}
+        n_pruned = sum(v.numel() for v in c.pruned.values())
+        logger.info(f'SSL: method {c.cfg.method}, {c.cfg.scope} pruning ratio {c.cfg.pruning_ratio}: '
+                    f'|S| = {n_pruned} of {sum(total.values())} units')
+        for key, n in total.items():
+            idx = c.pruned.get(key)
+            logger.info(f'SSL:   {key}: |S| {0 if idx is None else idx.numel()}/{n}')
+        if dense is not None:  # l1: already pruned
+            self._log_cost(logger, dense, net)
+
+    @master_only
+    def _log_cost(self, logger, dense, pruned) -> None:
+        lq = getattr(self, 'lq', None)
+        if lq is None:
+            logger.info(f'SSL: params {sum(p.numel() for p in dense.parameters()):,d} -> '
+                        f'{sum(p.numel() for p in pruned.parameters()):,d}')
+            return
+        s = cost_summary(dense, pruned, lq[:1])
+        logger.info(f'SSL: params {s["params_dense"]:,d} -> {s["params_pruned"]:,d} (x{s["param_ratio"]:.2f}), '
+                    f'MACs per clip of {tuple(lq.shape[1:])} {s["macs_dense"]:,d} -> {s["macs_pruned"]:,d} '
+                    f'(x{s["mac_ratio"]:.2f})')
+
+    # ------------------------------------------------------------------------------------------------ EMA
+    def model_ema(self, decay=0.999):
+        """BasicSR's EMA update; the EMA network always has net_g's structure (γ inserted / pruned identically)."""
+        net_g = self.get_bare_model(self.net_g)
+        if self.controller is not None and set(dict(net_g.named_parameters())) != \
+                set(dict(self.net_g_ema.named_parameters())):
+            raise RuntimeError('net_g_ema does not have net_g\'s structure (it must be pruned identically)')
+        super().model_ema(decay)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's load_network, but the network is first given the checkpoint's SSL structure (when resuming or
+        testing) and a tensor that does not fit is always an error (never renamed to ``.ignore`` and skipped)."""
+        logger = get_root_logger()
+        ckpt = ckpt_io.read_checkpoint(load_path)
+        state, used_key = ckpt_io.select_state(ckpt, param_key, load_path)
+        where = f'{PRETRAIN_KEY} ({load_path}, [{used_key}])'
+        kind = ckpt_io.structure_of(ckpt, state)
+        if kind != 'dense' and not self._structure_from_checkpoint:
+            raise ValueError(
+                f'{where} is an SSL checkpoint ({"pruned" if kind == "pruned" else "with scaling factors"}); an SSL '
+                'run starts from a dense network. Continue its run with --auto_resume / path.resume_state, or '
+                'evaluate it with test.py and model_type SSLVideoRecurrentModel.')
+        bare = self.get_bare_model(net)
+        ckpt_io.conform_to_checkpoint(bare, ckpt, state, where=where)
+        ckpt_io.check_shapes(bare, state, where=where)
+        logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{used_key}] '
+                    f'({kind}).')
+        self._print_different_keys_loading(bare, state, strict)
+        bare.load_state_dict(state, strict=strict)
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's layout plus ``ssl_spec`` once pruned; written atomically."""
+        if current_iter == -1:
+            current_iter = 'latest'
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: as many param keys as networks are needed')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        if self.controller is not None and self.controller.spec is not None:
+            save_dict[ckpt_io.SPEC_KEY] = self.controller.spec
+        ckpt_io.atomic_torch_save(save_dict, f'{self.opt["path"]["models"]}/{net_label}_{current_iter}.pth')
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state plus the controller (stage, S, SIR state, spec, teacher); written atomically."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers], STATE_KEY: self.controller.state_dict()}
+        ckpt_io.atomic_torch_save(state, f'{self.opt["path"]["training_states"]}/{current_iter}.state')
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """BasicSR's, with the metric buffers on the model's device (BasicSR allocates them on CUDA)."""
+        metrics = self.opt['val'].get('metrics')
+        if metrics is not None and not hasattr(self, 'metric_results'):
+            counts = Counter(dataloader.dataset.data_info['folder'])
+            self.metric_results = {folder: torch.zeros(n, len(metrics), dtype=torch.float32, device=self.device)
+                                   for folder, n in counts.items()}
+        super().dist_validation(dataloader, current_iter, tb_logger, save_img)
+
