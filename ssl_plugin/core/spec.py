@@ -21,22 +21,30 @@ def make_spec(arch: str, units: dict[str, dict]) -> dict:
 
 
 def check_format(spec) -> dict:
+    """The spec as a dict, or :class:`SpecError` naming what is malformed (also for non-JSON text)."""
     if isinstance(spec, (str, bytes)):
-        spec = json.loads(spec)
+        try:
+            spec = json.loads(spec)
+        except ValueError as e:
+            raise SpecError(f'a pruning spec must be JSON: {e}') from e
     if not isinstance(spec, dict) or 'units' not in spec or 'arch' not in spec:
         raise SpecError('a pruning spec is a dict with "format_version", "arch" and "units"')
     if spec.get('format_version') != FORMAT_VERSION:
         raise SpecError(f'pruning spec format_version {spec.get("format_version")!r} is not supported '
                         f'(this ssl_plugin reads {FORMAT_VERSION})')
+    if not isinstance(spec['units'], dict):
+        raise SpecError(f'pruning spec "units" must map unit paths to entries, got {type(spec["units"]).__name__}')
     for path, entry in spec['units'].items():
+        if not isinstance(entry, dict):
+            raise SpecError(f'unit {path}: entry must be a dict, got {type(entry).__name__}')
         kind = entry.get('kind')
         if kind not in FIELDS:
             raise SpecError(f'unit {path}: unknown kind {kind!r}')
         for f in FIELDS[kind]:
             idx = entry.get(f)
-            if not isinstance(idx, list) or not idx or any(not isinstance(i, int) for i in idx) \
+            if not isinstance(idx, list) or not idx or any(type(i) is not int or i < 0 for i in idx) \
                     or idx != sorted(set(idx)):
-                raise SpecError(f'unit {path}: "{f}" must be a non-empty sorted list of distinct ints')
+                raise SpecError(f'unit {path}: "{f}" must be a non-empty sorted list of distinct ints >= 0')
         if not isinstance(entry.get('total'), dict):
             raise SpecError(f'unit {path}: missing "total" (the dense sizes)')
     return spec
