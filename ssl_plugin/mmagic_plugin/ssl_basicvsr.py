@@ -1,0 +1,109 @@
+"""``SSLBasicVSR``: mmagic's BasicVSR editor plus the two SSL loss terms, so mmengine sums and logs them.
+
+The model only translates: during the sparsity stage it adds ``loss_sir`` (L_SIR of the engine's regularizer on the
+generator's scaling factors), during finetuning ``loss_tf`` (Temporal Finetuning against the frozen unpruned teacher).
+Algorithm 1 itself (choosing S, the α schedule, pruning, checkpoint state) is driven by ``SSLPruningHook`` through the
+engine's ``SSLController``, which the hook attaches to ``model.ssl_controller``.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from mmagic.models.editors.basicvsr import BasicVSR
+from mmagic.registry import MODELS
+
+from ..core import HiddenStateRecorder, describe, frozen_teacher, scaling_factors, teacher_hidden_states
+from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig
+from ..core.scaling import GAMMA_IN, GAMMA_OUT
+
+HOOK_HINT = "add dict(type='SSLPruningHook') to custom_hooks (with custom_imports of ssl_plugin.mmagic_plugin)"
+
+
+def _without_pretrained(cfg: dict) -> dict:
+    """A generator config that builds without loading weights (the teacher gets its weights from the controller)."""
+    cfg = copy.deepcopy(dict(cfg))
+    for key in list(cfg):
+        if key.endswith('pretrained'):
+            cfg[key] = None
+    cfg.pop('init_cfg', None)
+    return cfg
+
+
+@MODELS.register_module()
+class SSLBasicVSR(BasicVSR):
+    """BasicVSR editor with SSL losses.
+
+    Args:
+        ssl (dict): SSL options, validated by the engine (``method``, ``pruning_ratio``, ``scope``, ``align``,
+            ``normalize``, ``skip``, ``reg=dict(delta, interval, ceiling, stabilize_iter)``).
+        sir_loss (dict): config of the L_SIR term (``SIRLoss``).
+        tf_loss (dict | None): config of the L_TF term (``TFLoss``); None finetunes with the pixel loss only
+            (the ablation without Temporal Finetuning).
+        Other arguments: as mmagic's ``BasicVSR``.
+    """
+
+    def __init__(self, generator, pixel_loss, ssl=None, sir_loss=dict(type='SIRLoss', loss_weight=1.0),
+                 tf_loss=dict(type='TFLoss', loss_weight=1.0, distance='l1'), ensemble=None, train_cfg=None,
+                 test_cfg=None, init_cfg=None, data_preprocessor=None):
+        super().__init__(generator=generator, pixel_loss=pixel_loss, ensemble=ensemble, train_cfg=train_cfg,
+                         test_cfg=test_cfg, init_cfg=init_cfg, data_preprocessor=data_preprocessor)
+        self.ssl_cfg = SSLConfig.from_dict(ssl, where='model.ssl')
+        describe(self.generator)  # an unsupported generator fails here, with the list of supported networks
+        if sir_loss is None:
+            raise ValueError('model.sir_loss: the sparsity stage needs an SIRLoss config, got None')
+        self.sir_loss = MODELS.build(copy.deepcopy(sir_loss))
+        self.tf_loss = MODELS.build(copy.deepcopy(tf_loss)) if tf_loss is not None else None
+        self._generator_cfg = _without_pretrained(generator)
+        # Plain attributes (not submodules): neither in the state dict, nor in the optimizer, nor in DDP.
+        self.ssl_controller = None
+        object.__setattr__(self, '_teacher', None)
+        self._register_load_state_dict_pre_hook(self._check_checkpoint_structure)
+
+    # -- teacher ---------------------------------------------------------------------------------------------------
+    def reset_teacher(self) -> None:
+        """Forget the teacher (after a prune or a restore, the controller holds new teacher weights)."""
+        object.__setattr__(self, '_teacher', None)
+
+    def teacher(self) -> torch.nn.Module:
+        """The frozen unpruned generator: fresh host network + the controller's teacher weights, built on first use."""
+        ctrl = self.ssl_controller
+        if ctrl is None or ctrl.teacher_state is None:
+            raise RuntimeError('Temporal Finetuning needs the unpruned teacher weights, but the SSL controller holds '
+                               'none (was the checkpoint saved with keep_teacher=False?)')
+        ref = next(self.generator.parameters())
+        if self._teacher is None:
+            net = MODELS.build(self._generator_cfg)
+            net.load_state_dict(ctrl.teacher_state, strict=True)
+            object.__setattr__(self, '_teacher', frozen_teacher(net))
+        if next(self._teacher.parameters()).device != ref.device:
+            self._teacher.to(ref.device)
+        return self._teacher
+
+    # -- losses ----------------------------------------------------------------------------------------------------
+    def forward_train(self, inputs, data_samples=None, **kwargs):
+        ctrl = self.ssl_controller
+        if ctrl is None:
+            raise RuntimeError(f'SSLBasicVSR trains only under SSLPruningHook, which drives the SSL stages: '
+                               f'{HOOK_HINT}')
+        if ctrl.stage == FINETUNE and self.tf_loss is not None:
+            with HiddenStateRecorder(self.generator) as rec:
+                losses = super().forward_train(inputs, data_samples, **kwargs)
+            losses['loss_tf'] = self.tf_loss(rec.states, teacher_hidden_states(self.teacher(), inputs))
+            return losses
+        losses = super().forward_train(inputs, data_samples, **kwargs)
+        if ctrl.stage == SPARSITY and ctrl.sir is not None:
+            losses['loss_sir'] = self.sir_loss(ctrl.sir, scaling_factors(self.generator, describe(self.generator)))
+        return losses
+
+    # -- loading ---------------------------------------------------------------------------------------------------
+    def _check_checkpoint_structure(self, state_dict, prefix, *args):
+        """A pruned (or γ-carrying) checkpoint loaded into a dense model would only warn about shape mismatches and
+        leave random weights behind; fail with the reason instead."""
+        own = set(self.state_dict().keys())
+        marks = ('.in_idx', '.out_idx', f'.{GAMMA_OUT}', f'.{GAMMA_IN}')
+        foreign = [k for k in state_dict if k.startswith(prefix) and k.endswith(marks) and k[len(prefix):] not in own]
+        if foreign:
+            raise RuntimeError(f'this checkpoint holds an SSL {"pruned" if "_idx" in foreign[0] else "sparsity-stage"}'
+                               f' generator (e.g. {foreign[0]!r}) but the model has the dense structure; '
+                               f'SSLPruningHook rebuilds it from the checkpoint: {HOOK_HINT}')
