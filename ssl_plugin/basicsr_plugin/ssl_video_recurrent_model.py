@@ -8,6 +8,7 @@ BasicSR's own.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter, OrderedDict
 from copy import deepcopy
@@ -32,6 +33,7 @@ from ..core import (
     teacher_hidden_states,
 )
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
+from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
 
@@ -51,6 +53,18 @@ def _sync_from_rank0(net) -> None:
     if _distributed():
         for t in net.state_dict().values():
             dist.broadcast(t, 0)
+
+
+def _check_ranks_agree(spec) -> None:
+    """Under DDP every rank must have cut the same units; compare the spec's digest across ranks."""
+    if not _distributed():
+        return
+    digest = hashlib.sha256(spec_dumps(spec).encode()).hexdigest()
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f'ranks pruned differently (pruning spec digests {digests})')
+    get_root_logger().info(f'SSL: pruning spec identical on all {len(digests)} ranks (sha256 {digest[:12]})')
 
 
 def _resume_ssl_state(opt) -> dict | None:
@@ -114,6 +128,8 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
                 for e in ema:  # BasicSR copied each rank's own initialisation: copy the synchronised one
                     self._copy_weights(bare, e)
             self.controller.start(bare, others=ema)
+            if self.controller.stage == FINETUNE:
+                _check_ranks_agree(self.controller.spec)
             sir = self.controller.sir
             if sir is not None and sir.total_iters() > total_iter:
                 raise ValueError(f'ssl.reg: the sparsity stage takes {sir.total_iters()} iterations '
@@ -263,6 +279,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         bare = self.get_bare_model(self.net_g)
         dense = deepcopy(bare)
         self.controller.prune(bare, others=[self.net_g_ema] if self.ema_decay > 0 else [])
+        _check_ranks_agree(self.controller.spec)
         self._build_teacher()
         self._rebuild_optimization(keep_lr=True)
         self.net_g = self.model_to_device(bare)

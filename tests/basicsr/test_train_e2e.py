@@ -1,0 +1,163 @@
+"""End-to-end runs of ``ssl_plugin/train.py`` / ``test.py`` on CPU: Algorithm 1 driven by BasicSR's loop, checkpoints,
+resume equality, learning-rate continuity, fix_flow, logging, evaluation of the pruned checkpoint."""
+import math
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from bsr_helpers import TEST, TRAIN, fast_options, merge, run_entry, write_options
+
+TOTAL, PRUNE_AT, FIX_FLOW = 8, 4, 4   # SIR: 2 growth iterations (0.05 -> 0.1) + 2 stabilising -> prune after iter 4
+LR0, FLOW_MUL, ETA_MIN = 2e-3, 0.125, 1e-7
+
+
+def _opt(data, name, **changes):
+    opt = fast_options(data, name)
+    opt['train'].update(total_iter=TOTAL, fix_flow=FIX_FLOW)
+    opt['logger'].update(save_checkpoint_freq=1, use_tb_logger=True, ssl_per_layer=True)
+    return merge(opt, **changes)
+
+
+def _exp(cwd: Path, name: str) -> Path:
+    return cwd / 'experiments' / name
+
+
+def _log_text(exp: Path) -> str:
+    return '\n'.join(p.read_text() for p in sorted(exp.glob('train_*.log')))
+
+
+@pytest.fixture(scope='module')
+def straight(tiny_data, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('straight')
+    opt = _opt(tiny_data, 'ssl_straight')
+    yml = write_options(cwd, opt)
+    run_entry(TRAIN, yml, cwd)
+    exp = _exp(cwd, opt['name'])
+    return SimpleNamespace(cwd=cwd, opt=opt, yml=yml, exp=exp, log=_log_text(exp))
+
+
+def _load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def test_checkpoints_hold_weights_spec_and_controller(straight):
+    models, states = straight.exp / 'models', straight.exp / 'training_states'
+    for it in range(1, TOTAL + 1):
+        ckpt = _load(models / f'net_g_{it}.pth')   # weights_only: no pickled modules
+        params, ema = ckpt['params'], ckpt['params_ema']
+        has_gamma = any(k.endswith(('.ssl_gamma', '.ssl_gamma_in')) for k in params)
+        if it < PRUNE_AT:
+            assert 'ssl_spec' not in ckpt and has_gamma
+        else:
+            assert ckpt['ssl_spec']['arch'] == 'BasicVSRUni' and not has_gamma
+        # The EMA network has exactly net_g's structure (pruned identically).
+        assert {k: tuple(v.shape) for k, v in ema.items()} == {k: tuple(v.shape) for k, v in params.items()}
+        state = _load(states / f'{it}.state')
+        assert state['iter'] == it
+        assert state['ssl']['stage'] == ('sparsity' if it < PRUNE_AT else 'finetune')
+    dense_width = _load(models / 'net_g_1.pth')['params']['forward_trunk.main.2.0.conv1.weight'].shape[0]
+    pruned = _load(models / 'net_g_latest.pth')
+    assert pruned['params']['forward_trunk.main.2.0.conv1.weight'].shape[0] < dense_width or \
+        pruned['params']['upconv1.weight'].shape[0] < _load(models / 'net_g_1.pth')['params']['upconv1.weight'].shape[0]
+
+
+def _logged_lrs(log: str) -> dict[int, list[float]]:
+    out = {}
+    for m in re.finditer(r'iter:\s*([\d,]+), lr:\(([^)]*)\)', log):
+        out[int(m.group(1).replace(',', ''))] = [float(v) for v in m.group(2).split(',') if v]
+    return out
+
+
+def test_learning_rate_continues_across_pruning(straight):
+    lrs = _logged_lrs(straight.log)
+    assert sorted(lrs) == list(range(1, TOTAL + 1))
+    period = straight.opt['train']['scheduler']['periods'][0]
+    for it, groups in lrs.items():
+        # CosineAnnealingRestartLR after it-1 steps; the flow group (spynet) keeps its own multiplier after pruning.
+        cos = ETA_MIN + (LR0 - ETA_MIN) * 0.5 * (1 + math.cos(math.pi * (it - 1) / period))
+        expect = [cos, ETA_MIN + (LR0 * FLOW_MUL - ETA_MIN) * 0.5 * (1 + math.cos(math.pi * (it - 1) / period))]
+        assert groups == pytest.approx(expect, rel=2e-3), f'iter {it}'
+
+
+def test_fix_flow_and_flow_group_survive_pruning(straight):
+    models = straight.exp / 'models'
+
+    def spynet(it):
+        return {k: v for k, v in _load(models / f'net_g_{it}.pth')['params'].items() if k.startswith('spynet.')}
+
+    frozen_a, frozen_b, trained, after_prune = spynet(1), spynet(FIX_FLOW - 1), spynet(FIX_FLOW), spynet(TOTAL)
+    assert all(torch.equal(frozen_a[k], frozen_b[k]) for k in frozen_a)       # frozen while iter < fix_flow
+    assert any(not torch.equal(frozen_b[k], trained[k]) for k in frozen_b)    # trained from iter fix_flow
+    assert any(not torch.equal(trained[k], after_prune[k]) for k in trained)  # still optimised after the rebuild
+
+
+def test_logs_stage_alpha_losses_and_gammas(straight):
+    log = straight.log
+    assert f'SSL: sparsity stage finished at iter {PRUNE_AT}' in log
+    assert 'SSL: method ssl, global pruning ratio 0.5' in log and 'MACs per clip' in log
+    for word in ('l_sir:', 'ssl_alpha:', 'ssl_gamma_pruned:', 'ssl_gamma_kept:', 'l_tf:',
+                 'ssl_gamma_pruned/forward_trunk.main.2.0.conv1:'):
+        assert word in log, word
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(straight.cwd / 'tb_logger' / straight.opt['name'])).Reload()
+    tags = set(events.Tags()['scalars'])
+    assert {'losses/l_sir', 'losses/l_tf', 'ssl_alpha', 'ssl_stage', 'ssl_gamma_pruned',
+            'ssl_gamma_kept/upconv1'} <= tags
+    stage = [e.value for e in events.Scalars('ssl_stage')]
+    assert stage[:PRUNE_AT - 1] == [0.0] * (PRUNE_AT - 1) and stage[-1] == 1.0
+    alpha = [e.value for e in events.Scalars('ssl_alpha')]
+    assert alpha[0] == pytest.approx(0.05) and alpha[-1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize('resume_at', [2, 5], ids=['sparsity-stage', 'finetune-stage'])
+def test_auto_resume_continues_as_if_never_stopped(straight, tmp_path, resume_at):
+    exp = _exp(tmp_path, straight.opt['name'])
+    shutil.copytree(straight.exp, exp)
+    for path in list((exp / 'models').iterdir()) + list((exp / 'training_states').iterdir()):
+        it = path.stem.split('_')[-1]
+        if not it.isdigit() or int(it) > resume_at:
+            path.unlink()   # as if the run had been killed right after saving iteration resume_at
+    for log in exp.glob('train_*.log'):
+        log.unlink()
+    run_entry(TRAIN, straight.yml, tmp_path, '--auto_resume')
+    log = _log_text(exp)
+    assert 'Resuming training from epoch' in log and f'iter: {resume_at}.' in log
+    want, got = _load(straight.exp / 'models' / f'net_g_{TOTAL}.pth'), _load(exp / 'models' / f'net_g_{TOTAL}.pth')
+    assert got['ssl_spec'] == want['ssl_spec']
+    for key in ('params', 'params_ema'):
+        assert got[key].keys() == want[key].keys()
+        for name in want[key]:
+            torch.testing.assert_close(got[key][name], want[key][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert _logged_lrs(log) == {k: v for k, v in _logged_lrs(straight.log).items() if k > resume_at}
+
+
+def _psnrs(text: str) -> list[float]:
+    return [float(v) for v in re.findall(r'# psnr: ([\d.]+)', text)]
+
+
+def test_test_entry_point_rebuilds_pruned_checkpoint(straight, tiny_data, tmp_path):
+    opt = fast_options(tiny_data, 'eval_pruned')
+    test_opt = {
+        'name': 'eval_pruned', 'model_type': 'SSLVideoRecurrentModel', 'scale': opt['scale'], 'num_gpu': 0,
+        'manual_seed': 0, 'datasets': {'test_1': opt['datasets']['val']}, 'network_g': opt['network_g'],
+        'path': {'pretrain_network_g': str(straight.exp / 'models' / 'net_g_latest.pth'), 'strict_load_g': True},
+        'val': {'save_img': False, 'suffix': None, 'metrics': opt['val']['metrics']},
+    }
+    proc = run_entry(TEST, write_options(tmp_path, test_opt), tmp_path)
+    log = '\n'.join(p.read_text() for p in (tmp_path / 'results' / 'eval_pruned').glob('test_*.log'))
+    assert '(pruned)' in log
+    # Same network, same clip: the evaluation reproduces the training run's final validation.
+    assert _psnrs(log)[-1] == pytest.approx(_psnrs(straight.log)[-1], abs=1e-4), proc.stderr[-2000:]
+
+
+def test_l1_method_prunes_at_start_without_sir(tiny_data, tmp_path):
+    opt = _opt(tiny_data, 'l1_run', ssl__method='l1', train__total_iter=2, val=...)
+    opt['logger'].update(use_tb_logger=False)
+    run_entry(TRAIN, write_options(tmp_path, opt), tmp_path)
+    exp = _exp(tmp_path, 'l1_run')
+    log = _log_text(exp)
+    assert 'SSL: method l1' in log and 'l_sir' not in log and 'l_tf:' in log
+    assert 'ssl_spec' in _load(exp / 'models' / 'net_g_1.pth')
