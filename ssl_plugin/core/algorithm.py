@@ -66,15 +66,22 @@ class SSLConfig:
         if not isinstance(cfg.skip, (list, tuple)) or not all(isinstance(s, str) for s in cfg.skip):
             raise ValueError(f'{where}.skip must be a list of glob patterns, got {cfg.skip!r}')
         r = cfg.reg
-        for name, ok in (('delta', r.delta > 0), ('interval', isinstance(r.interval, int) and r.interval >= 1),
-                         ('ceiling', r.ceiling > 0),
+        for name, ok in (('delta', _is_number(r.delta) and r.delta > 0),
+                         ('interval', isinstance(r.interval, int) and r.interval >= 1),
+                         ('ceiling', _is_number(r.ceiling) and r.ceiling > 0),
                          ('stabilize_iter', isinstance(r.stabilize_iter, int) and r.stabilize_iter >= 0)):
             if not ok:
-                raise ValueError(f'{where}.reg.{name} is invalid: {getattr(r, name)!r}')
+                hint = " (YAML reads 1e-4 without a dot as a string: write 1.0e-4)" if isinstance(
+                    getattr(r, name), str) else ''
+                raise ValueError(f'{where}.reg.{name} is invalid: {getattr(r, name)!r}{hint}')
         return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _broadcast(obj):
