@@ -1,0 +1,26 @@
+"""Common test set-up: host compatibility shims, a small CPU thread pool, fixed seeds, no plot windows."""
+
+import os
+import random
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # tests that plot must never need a display
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+import ssl_plugin  # noqa: E402,F401  (applies ssl_plugin.compat before any test imports basicsr / mmagic)
+
+torch.set_num_threads(2)  # the suite must fit in minutes on 2 CPU cores
+# CPU timings of the first torch call vary a lot; a per-example deadline would make property tests flaky.
+settings.register_profile("ssl_plugin", deadline=None)
+settings.load_profile("ssl_plugin")
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same random state, whatever ran before it."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
