@@ -1,0 +1,126 @@
+"""SSLVideoRecurrentModel built in-process: option validation at start (errors name the key), checkpoint structure
+rules (pruned / dense / mismatching shapes), and rebuilding a pruned network from its checkpoint."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from bsr_helpers import TRAIN, fast_options, merge, parsed, write_options
+
+import ssl_plugin  # noqa: F401
+from ssl_plugin.basicsr_plugin import register
+
+register()
+from basicsr.archs import build_network  # noqa: E402
+from basicsr.models import build_model  # noqa: E402
+
+from ssl_plugin.basicsr_plugin.checkpoint import load_pruned_network  # noqa: E402
+from ssl_plugin.core import SpecError  # noqa: E402
+
+
+def _build(opt, root, is_train=True):
+    return build_model(parsed(opt, root, is_train=is_train))
+
+
+def _opt(tiny_data, **changes):
+    return merge(fast_options(tiny_data, 'opts'), **changes)
+
+
+@pytest.mark.parametrize('changes, key', [
+    ({'ssl__pruning_ratio': 1.5}, 'ssl.pruning_ratio'),
+    ({'ssl__pruning_ratio': 0}, 'ssl.pruning_ratio'),
+    ({'ssl__method': 'magnitude'}, 'ssl.method'),
+    ({'ssl__scope': 'layer'}, 'ssl.scope'),
+    ({'ssl__skip': ['forward_trunk.main.9.*']}, 'ssl.skip'),
+    ({'ssl__colour': 'red'}, 'ssl.colour'),
+    ({'ssl__reg': {'delta': -1.0}}, 'ssl.reg.delta'),
+    ({'ssl__reg': {'stabilize_iter': 100}, 'train__total_iter': 8}, 'ssl.reg'),
+])
+def test_invalid_ssl_options_stop_at_start_naming_the_key(tiny_data, tmp_path, changes, key):
+    with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+        _build(_opt(tiny_data, **changes), tmp_path)
+
+
+def test_invalid_option_stops_the_cli_run(tiny_data, tmp_path):
+    yml = write_options(tmp_path, _opt(tiny_data, ssl__method='magnitude'))
+    proc = subprocess.run([sys.executable, str(TRAIN), '-opt', str(yml)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and 'ssl.method' in proc.stderr
+
+
+def test_unsupported_network_is_named(tiny_data, tmp_path):
+    opt = _opt(tiny_data, network_g={'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1})
+    with pytest.raises(TypeError, match='cannot prune .*MSRResNet'):
+        _build(opt, tmp_path)
+
+
+@pytest.fixture
+def pruned_run(tiny_data, tmp_path):
+    """A model pruned at once (method l1) and its saved checkpoint."""
+    opt = _opt(tiny_data, ssl__method='l1')
+    model = _build(opt, tmp_path)
+    (tmp_path / 'experiments' / 'opts' / 'models').mkdir(parents=True)
+    model.save_network([model.net_g, model.net_g_ema], 'net_g', 1, param_key=['params', 'params_ema'])
+    return opt, model, tmp_path / 'experiments' / 'opts' / 'models' / 'net_g_1.pth'
+
+
+@pytest.mark.parametrize('strict', [True, False])
+def test_pretrained_weights_of_another_width_are_an_error(tiny_data, tmp_path, strict):
+    wide = build_network({'type': 'BasicVSRUni', 'num_feat': 16, 'num_block': 1, 'num_feat_hr': 8})
+    path = tmp_path / 'wide.pth'
+    torch.save({'params': wide.state_dict()}, path)
+    opt = _opt(tiny_data, path__pretrain_network_g=str(path), path__strict_load_g=strict)
+    with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*shapes do not fit'):
+        _build(opt, tmp_path)   # never BasicSR's silent '.ignore' with strict_load_g: false
+
+
+def test_pruned_checkpoint_cannot_seed_a_fresh_ssl_run(tiny_data, pruned_run):
+    _, _, path = pruned_run
+    opt = _opt(tiny_data, path__pretrain_network_g=str(path))
+    with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*SSL checkpoint \(pruned\)'):
+        _build(opt, path.parent.parent)
+
+
+def test_pruned_checkpoint_does_not_fit_a_network_of_another_width(tiny_data, pruned_run):
+    opt, _, path = pruned_run
+    test_opt = merge(opt, path__pretrain_network_g=str(path), network_g__num_feat=16)
+    with pytest.raises(SpecError, match=r'path\.pretrain_network_g .*different width'):
+        _build(test_opt, path.parent.parent, is_train=False)
+
+
+def test_pruned_checkpoint_is_rebuilt_for_testing(tiny_data, pruned_run):
+    opt, model, path = pruned_run
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    assert ckpt['ssl_spec']['arch'] == 'BasicVSRUni'
+    tester = _build(merge(opt, path__pretrain_network_g=str(path)), path.parent.parent, is_train=False)
+    # Another project's way: a fresh host network + the helper.
+    other = load_pruned_network(build_network(opt['network_g']), str(path)).eval()
+    lq = torch.rand(1, 3, 3, 36, 36)
+    model.net_g.eval()
+    with torch.no_grad():
+        want = model.net_g(lq)
+        torch.testing.assert_close(tester.net_g(lq), want)
+        torch.testing.assert_close(other(lq), want)
+    assert sum(p.numel() for p in tester.net_g.parameters()) < \
+        sum(p.numel() for p in build_network(opt['network_g']).parameters())
+
+
+def test_ema_is_pruned_identically_and_teacher_is_dense(tiny_data, pruned_run):
+    _, model, _ = pruned_run
+    shapes = {k: v.shape for k, v in model.net_g.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in model.net_g_ema.state_dict().items()}
+    dense = build_network(model.opt['network_g'])
+    assert {k: v.shape for k, v in model.teacher.state_dict().items()} == \
+        {k: v.shape for k, v in dense.state_dict().items()}
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+
+
+def test_cpu_validation_keeps_metric_buffers_on_the_model_device(tiny_data, tmp_path):
+    opt = _opt(tiny_data)
+    model = _build(opt, tmp_path)
+    from basicsr.data import build_dataloader, build_dataset
+    val_opt = parsed(opt, tmp_path)['datasets']['val']
+    loader = build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0, dist=False)
+    model.validation(loader, 1, None, save_img=False)
+    assert all(t.device == model.device for t in model.metric_results.values())
+    assert model.best_metric_results['REDS4']['psnr']['val'] > 10
