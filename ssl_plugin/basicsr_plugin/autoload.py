@@ -114,11 +114,15 @@ def install_hook() -> None:
 def pth_line(source: str) -> str:
     """The ``.pth`` line: loads this file by path (no ``ssl_plugin`` import at start-up) and installs the hook."""
     source = os.path.abspath(source)
-    return (f"import os, sys, importlib.util as _u; _p = {source!r}; "
-            f"os.environ.get({DISABLE_ENV!r}, '').strip().lower() in ('1', 'true', 'yes', 'on') "
-            "or not os.path.isfile(_p) or '_ssl_plugin_autoload' in sys.modules or "
-            "(lambda s: (lambda m: (sys.modules.__setitem__('_ssl_plugin_autoload', m), s.loader.exec_module(m), "
-            "m.install_hook()))(_u.module_from_spec(s)))(_u.spec_from_file_location('_ssl_plugin_autoload', _p))\n")
+    # site.py exec()s the line inside a function: plain statements only (a lambda would not see these names).
+    return (f"import os, sys, importlib.util; _sslp_path = {source!r}; "
+            f"_sslp_spec = None if (os.environ.get({DISABLE_ENV!r}, '').strip().lower() in ('1', 'true', 'yes', 'on') "
+            "or not os.path.isfile(_sslp_path) or '_ssl_plugin_autoload' in sys.modules) else "
+            "importlib.util.spec_from_file_location('_ssl_plugin_autoload', _sslp_path); "
+            "_sslp_mod = _sslp_spec and importlib.util.module_from_spec(_sslp_spec); "
+            "_sslp_spec and sys.modules.__setitem__('_ssl_plugin_autoload', _sslp_mod); "
+            "_sslp_spec and _sslp_spec.loader.exec_module(_sslp_mod); "
+            "_sslp_spec and _sslp_mod.install_hook()\n")
 
 
 def site_dir() -> str:
