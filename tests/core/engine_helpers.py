@@ -55,7 +55,30 @@ def build(arch: str, feat: int = 8, blocks: int = 1, seed: int = 0, dtype=DTYPE,
     cls = host_class(arch)
     _, _, width_kw, depth_kw, _ = HOSTS[arch]
     torch.manual_seed(seed)
-    return cls(**{width_kw: feat, depth_kw: blocks}, **kwargs).to(dtype)
+    net = cls(**{width_kw: feat, depth_kw: blocks}, **kwargs).to(dtype)
+    for name in ('spynet', 'edvr'):
+        if hasattr(net, name):
+            _run_in_float32(getattr(net, name))
+    return net
+
+
+def _cast_in(module, args):
+    module._io_dtype = args[0].dtype
+    dtype = next(module.parameters()).dtype
+    return tuple(a.to(dtype) if torch.is_tensor(a) else a for a in args)
+
+
+def _cast_out(module, args, output):
+    return output.to(module._io_dtype)
+
+
+def _run_in_float32(module: nn.Module) -> None:
+    """Run a never-pruned part (SPyNet, IconVSR's EDVR) in float32 inside a float64 network: float64 convs are
+    several times slower on CPU, and the parts under test only need the same flows / keyframe features in the
+    networks they compare (CPU convs are deterministic). The module's code and state-dict keys stay the host's."""
+    module.float()
+    module.register_forward_pre_hook(_cast_in)
+    module.register_forward_hook(_cast_out)
 
 
 def frames(arch: str) -> int:

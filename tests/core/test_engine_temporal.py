@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from engine_helpers import DTYPE, ToyUniVSR, build, clip, run
+from engine_helpers import DTYPE, ToyUniVSR, build, clip, frames, run
 
 from ssl_plugin.core import (
     HiddenStateRecorder,
@@ -30,17 +30,18 @@ def toy(feat=6, blocks=2, seed=0):
                                              ('BasicVSRUni', {'forward'}), ('ToyUniVSR', {'forward'})])
 def test_recorder_captures_one_state_per_frame_per_direction(arch, directions):
     net = build(arch, 8, 1)
-    x = clip(arch, n=3)
+    n = frames(arch) + 1
+    x = clip(arch, n=n)
     with HiddenStateRecorder(net) as rec:
         out = net(x)
     assert set(rec.states) == directions
     for states in rec.states.values():
-        assert len(states) == 3
+        assert len(states) == n
         assert all(s.shape == (1, 8, *x.shape[-2:]) for s in states)
     assert out.requires_grad and all(s.requires_grad for v in rec.states.values() for s in v)
     # Hooks are gone afterwards: a later forward records nothing.
     run(net, x)
-    assert all(len(v) == 3 for v in rec.states.values())
+    assert all(len(v) == n for v in rec.states.values())
     for path in describe(net).hidden.values():
         assert not net.get_submodule(path)._forward_hooks
 
