@@ -81,9 +81,11 @@ def _resume_ssl_state(opt) -> dict | None:
 
 @MODEL_REGISTRY.register()
 class SSLVideoRecurrentModel(VideoRecurrentModel):
-    """VideoRecurrentModel + Structured Sparsity Learning. Options: the ``ssl:`` section (see README), and in ``train:``
-    the optional ``sir_opt`` (default ``{type: SIRLoss, loss_weight: 1}``) and ``tf_opt`` (omit: no Temporal
-    Finetuning). ``logger.ssl_per_layer: true`` adds |γ| of pruned / kept units per layer to the logged values."""
+    """VideoRecurrentModel + Structured Sparsity Learning. Options: the ``ssl:`` section (see README); in ``train:``
+    the optional ``sir_opt`` (default ``{type: SIRLoss, loss_weight: 1}``), ``tf_opt`` (omit: no Temporal
+    Finetuning) and ``scheduler_starts_at_finetune`` (true: constant learning rate during the sparsity stage and the
+    scheduler's first step at the first finetuning iteration, as in the paper; default false: one schedule over the
+    whole run). ``logger.ssl_per_layer: true`` adds |γ| of pruned / kept units per layer to the logged values."""
 
     def __init__(self, opt):
         # Validate before anything is built, so a bad option stops the run at once with the key's name.
@@ -202,6 +204,16 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         self.teacher = frozen_teacher(teacher.to(self.device))
 
     # ------------------------------------------------------------------------------------------------ training
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        """BasicSR's, except that with ``train.scheduler_starts_at_finetune`` the sparsity stage keeps the initial
+        learning rate and the schedule (warm-up included) counts finetuning iterations only."""
+        if self._train_opt.get('scheduler_starts_at_finetune'):
+            if self.controller.stage == SPARSITY:
+                return
+            # The run starts at iteration 0 and the SIR state counts the sparsity iterations (none for method l1).
+            current_iter -= self.controller.sir.iter if self.controller.sir is not None else 0
+        super().update_learning_rate(current_iter, warmup_iter)
+
     def feed_data(self, data):
         """BasicSR's, but never aliasing the batch: on CPU ``.to(device)`` returns the very tensor, and BasicSR's
         validation squeezes that tensor in place right after feeding it."""

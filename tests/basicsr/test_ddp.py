@@ -2,8 +2,10 @@
 S, prune identically at the same iteration, rebuild DDP and finish."""
 import re
 
+import pytest
 import torch
 from bsr_helpers import TRAIN, fast_options, run_entry, write_options
+from test_train_e2e import _logged_lrs, cosine_lrs
 
 
 def test_two_rank_cpu_ddp_run_prunes_identically(tiny_data, tmp_path):
@@ -21,5 +23,10 @@ def test_two_rank_cpu_ddp_run_prunes_identically(tiny_data, tmp_path):
     assert latest['ssl_spec']['arch'] == 'BasicVSRUni'
     state = torch.load(exp / 'training_states' / '6.state', map_location='cpu', weights_only=True)
     assert state['ssl']['stage'] == 'finetune'
-    # The optimizer still holds both parameter groups (the flow network is never dropped after the rebuild).
+    # The optimizer still holds both parameter groups (the flow network is never dropped after the rebuild) ...
     assert len(state['optimizers'][0]['param_groups']) == 2
+    # ... and one cosine schedule runs across the pruning at iteration 4 with no jump.
+    lrs = _logged_lrs(log)
+    assert sorted(lrs) == list(range(1, 7))
+    for it, groups in lrs.items():
+        assert groups == pytest.approx(cosine_lrs(it - 1, opt['train']['scheduler']['periods'][0]), rel=2e-3), it

@@ -16,7 +16,7 @@ LR0, FLOW_MUL, ETA_MIN = 2e-3, 0.125, 1e-7
 
 def _opt(data, name, **changes):
     opt = fast_options(data, name)
-    opt['train'].update(total_iter=TOTAL, fix_flow=FIX_FLOW)
+    opt['train'].update(total_iter=TOTAL, fix_flow=FIX_FLOW, scheduler_starts_at_finetune=True)
     opt['logger'].update(save_checkpoint_freq=1, use_tb_logger=True, ssl_per_layer=True)
     return merge(opt, **changes)
 
@@ -71,14 +71,20 @@ def _logged_lrs(log: str) -> dict[int, list[float]]:
     return out
 
 
-def test_learning_rate_continues_across_pruning(straight):
+def cosine_lrs(steps: int, period: int) -> list[float]:
+    """CosineAnnealingRestartLR after ``steps`` steps, for the main and the flow (spynet) parameter group."""
+    w = 0.5 * (1 + math.cos(math.pi * steps / period))
+    return [ETA_MIN + (LR0 - ETA_MIN) * w, ETA_MIN + (LR0 * FLOW_MUL - ETA_MIN) * w]
+
+
+def test_learning_rate_is_constant_in_sparsity_then_cosine(straight):
+    """``scheduler_starts_at_finetune``: the paper's constant LR for the sparsity stage, then a fresh cosine schedule
+    for finetuning; the flow group keeps its multiplier after the optimizer is rebuilt."""
     lrs = _logged_lrs(straight.log)
     assert sorted(lrs) == list(range(1, TOTAL + 1))
     period = straight.opt['train']['scheduler']['periods'][0]
     for it, groups in lrs.items():
-        # CosineAnnealingRestartLR after it-1 steps; the flow group (spynet) keeps its own multiplier after pruning.
-        cos = ETA_MIN + (LR0 - ETA_MIN) * 0.5 * (1 + math.cos(math.pi * (it - 1) / period))
-        expect = [cos, ETA_MIN + (LR0 * FLOW_MUL - ETA_MIN) * 0.5 * (1 + math.cos(math.pi * (it - 1) / period))]
+        expect = cosine_lrs(max(it - PRUNE_AT - 1, 0), period)
         assert groups == pytest.approx(expect, rel=2e-3), f'iter {it}'
 
 
