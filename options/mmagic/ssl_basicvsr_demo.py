@@ -62,9 +62,11 @@ val_dataset = dict(
     fixed_seq_len=None,
     pipeline={{_base_.val_pipeline}})
 val_dataloader = dict(num_workers=0, dataset=val_dataset)
+# One test set (the validation clip) instead of the base's six public ones (mmagic's MultiTestLoop takes lists).
 test_dataloader = [dict(num_workers=0, batch_size=1, persistent_workers=False,
                         sampler=dict(type='DefaultSampler', shuffle=False), dataset=val_dataset)]
-test_evaluator = [[dict(type='PSNR', prefix='carphone-BIx4-RGB'), dict(type='SSIM', prefix='carphone-BIx4-RGB')]]
+test_evaluator = [[dict(type='PSNR', prefix=f'carphone-BIx{scale}-RGB'),
+                   dict(type='SSIM', prefix=f'carphone-BIx{scale}-RGB')]]
 
 train_cfg = dict(max_iters=sparsity_iters + finetune_iters, val_interval=sparsity_iters)
 param_scheduler = dict(begin=sparsity_iters, periods=[finetune_iters])

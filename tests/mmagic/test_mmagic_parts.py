@@ -1,0 +1,155 @@
+"""The MMagic parts one by one (no runner): registration, the model's SSL loss terms and teacher, configs, errors."""
+import types
+
+import pytest
+import torch
+from mm_helpers import REPO
+from mmengine.config import Config
+from mmengine.hooks import EMAHook
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import load_state_dict
+
+import ssl_plugin.mmagic_plugin  # noqa: F401  (what custom_imports does)
+from ssl_plugin.core import SIRLoss, TFLoss, describe, scaling_factors
+from ssl_plugin.core.algorithm import SSLConfig, SSLController
+from ssl_plugin.core.sir import SparsityRegularizer
+
+init_default_scope('mmagic')
+from mmagic.registry import HOOKS, MODELS  # noqa: E402
+from mmagic.structures import DataSample  # noqa: E402
+
+from ssl_plugin.mmagic_plugin import SSLBasicVSR, SSLPruningHook  # noqa: E402
+
+CONFIGS = sorted((REPO / 'options' / 'mmagic').glob('ssl_basicvsr_*.py'))
+LR, FRAMES, SCALE = 16, 3, 4
+
+
+def tiny_model(**kw) -> SSLBasicVSR:
+    cfg = dict(type='SSLBasicVSR', generator=dict(type='BasicVSRNet', mid_channels=8, num_blocks=1),
+               pixel_loss=dict(type='CharbonnierLoss'), train_cfg=dict(fix_iter=0),
+               ssl=dict(reg=dict(delta=0.05, interval=1, ceiling=0.1, stabilize_iter=2)),
+               data_preprocessor=dict(type='DataPreprocessor', mean=[0.] * 3, std=[255.] * 3))
+    cfg.update(kw)
+    return MODELS.build(cfg)
+
+
+def batch():
+    lq = torch.rand(1, FRAMES, 3, LR, LR)
+    return lq, DataSample(gt_img=torch.rand(1, FRAMES, 3, LR * SCALE, LR * SCALE))
+
+
+def test_registered_classes_are_the_engines():
+    assert MODELS.get('SIRLoss') is SIRLoss and MODELS.get('TFLoss') is TFLoss
+    assert HOOKS.get('SSLPruningHook') is SSLPruningHook and MODELS.get('SSLBasicVSR') is SSLBasicVSR
+
+
+def test_sparsity_stage_adds_sir_loss():
+    model = tiny_model(sir_loss=dict(type='SIRLoss', loss_weight=2.0))
+    ctrl = SSLController(model.ssl_cfg)
+    ctrl.start(model.generator)
+    model.ssl_controller = ctrl
+    lq, ds = batch()
+    assert float(model.forward_train(lq, ds)['loss_sir']) == 0.0  # α starts at 0
+    ctrl.step()
+    losses = model.forward_train(lq, ds)
+    gammas = scaling_factors(model.generator, describe(model.generator))
+    assert set(losses) == {'loss', 'loss_sir'}
+    assert float(losses['loss_sir']) == pytest.approx(2.0 * float(ctrl.sir.loss(gammas)))
+    assert float(losses['loss_sir']) > 0
+    losses['loss_sir'].backward()
+    assert ctrl.sir.pruned and all(gammas[k].grad is not None for k in ctrl.sir.pruned)
+
+
+def test_finetune_stage_adds_tf_loss_against_frozen_unpruned_teacher():
+    model = tiny_model()
+    ctrl = SSLController(model.ssl_cfg)
+    ctrl.start(model.generator)
+    model.ssl_controller = ctrl
+    lq, ds = batch()
+    with torch.no_grad():
+        for g in scaling_factors(model.generator, describe(model.generator)).values():
+            g.uniform_(0.5, 1.5)  # a trained sparsity stage: γ differ from 1, so merging them matters
+        dense_out = model.generator(lq)
+    ctrl.prune(model.generator)
+    losses = model.forward_train(lq, ds)
+    assert set(losses) == {'loss', 'loss_tf'} and float(losses['loss_tf']) > 0
+    teacher = model.teacher()
+    torch.testing.assert_close(teacher(lq), dense_out, rtol=1e-4, atol=1e-5)  # the unpruned network, γ merged
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert not any(p is q for p in teacher.parameters() for q in model.parameters())
+    assert not any(k.startswith('_teacher') for k in model.state_dict())
+    losses['loss_tf'].backward()  # L_TF reaches the student's recurrent trunks
+    assert model.generator.backward_resblocks.main[2][0].conv1.weight.grad is not None
+
+
+def test_tf_loss_none_finetunes_with_pixel_loss_only():
+    model = tiny_model(tf_loss=None)
+    ctrl = SSLController(SSLConfig.from_dict(dict(method='l1')))
+    ctrl.start(model.generator)
+    model.ssl_controller = ctrl
+    assert set(model.forward_train(*batch())) == {'loss'}
+
+
+def test_training_without_the_hook_is_an_error():
+    with pytest.raises(RuntimeError, match="SSLPruningHook"):
+        tiny_model().forward_train(*batch())
+
+
+def test_pruned_checkpoint_into_dense_model_is_an_error():
+    model = tiny_model()
+    ctrl = SSLController(model.ssl_cfg)
+    ctrl.start(model.generator)
+    ctrl.prune(model.generator)
+    with pytest.raises(RuntimeError, match='pruned generator.*SSLPruningHook'):
+        load_state_dict(tiny_model(), model.state_dict())
+
+
+@pytest.mark.parametrize('ssl, match', [(dict(pruning_ratio=1.5), r'model\.ssl\.pruning_ratio'),
+                                        (dict(ratio=0.5), r'model\.ssl\.ratio: unknown option')])
+def test_bad_ssl_options_name_the_key(ssl, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(ssl=ssl)
+
+
+def test_unsupported_generator_names_supported_networks():
+    with pytest.raises(TypeError, match=r'cannot prune .*SRCNNNet.*Supported networks:.*BasicVSRNet'):
+        tiny_model(generator=dict(type='SRCNNNet'))
+
+
+@pytest.mark.parametrize('generator', ['IconVSRNet', 'BasicVSRPlusPlusNet'])
+def test_dcn_generator_without_compiled_ops_says_so(generator):
+    import sys
+    if not getattr(sys.modules.get('mmcv.ops'), '__ssl_plugin_standin__', False):
+        pytest.skip('this mmcv has compiled ops')
+    from ssl_plugin.compat import MissingCompiledOpsError
+    with pytest.raises(MissingCompiledOpsError, match='compiled ops'):
+        tiny_model(generator=dict(type=generator, mid_channels=8, num_blocks=1))
+
+
+def test_hook_refuses_other_models_and_ema():
+    plain = MODELS.build(dict(type='BasicVSR', generator=dict(type='BasicVSRNet', mid_channels=8, num_blocks=1),
+                              pixel_loss=dict(type='CharbonnierLoss')))
+    with pytest.raises(TypeError, match="type='SSLBasicVSR'"):
+        SSLPruningHook().before_run(types.SimpleNamespace(model=plain, hooks=[]))
+    with pytest.raises(NotImplementedError, match='EMAHook'):
+        SSLPruningHook().before_run(types.SimpleNamespace(model=tiny_model(), hooks=[EMAHook()]))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_configs_inherit_mmagic_and_are_consistent(path):
+    cfg = Config.fromfile(str(path))
+    assert cfg.custom_imports['imports'] == ['ssl_plugin.mmagic_plugin']
+    assert cfg.model.type == 'SSLBasicVSR' and cfg.default_scope == 'mmagic'
+    assert {h['type'] for h in cfg.custom_hooks} >= {'SSLPruningHook', 'BasicVisualizationHook'}
+    # the stage lengths written in the config match the SIR schedule the model will run
+    reg = SSLConfig.from_dict(cfg.model.ssl).reg
+    sir = SparsityRegularizer({'k': torch.tensor([0])}, reg.delta, reg.interval, reg.ceiling, reg.stabilize_iter)
+    assert sir.total_iters() == cfg.sparsity_iters
+    assert cfg.param_scheduler.begin == cfg.sparsity_iters
+    assert cfg.train_cfg.max_iters == cfg.sparsity_iters + cfg.finetune_iters
+    assert cfg.model.train_cfg.fix_iter >= cfg.sparsity_iters // 2
+    # and the model builds (smaller, nothing downloaded)
+    model_cfg = cfg.model.copy()
+    model_cfg.update(init_cfg=None, generator=dict(type='BasicVSRNet', mid_channels=8, num_blocks=1,
+                                                            spynet_pretrained=None))
+    assert isinstance(MODELS.build(model_cfg), SSLBasicVSR)

@@ -1,0 +1,105 @@
+"""SSLPruningHook under mmengine's Runner: one continuous run (sparsity -> prune -> finetune) checked against the
+reference learning-rate schedule and the optimizer's parameter set, then resumes from checkpoints of both stages that
+must end exactly where the continuous run ended."""
+import pytest
+import torch
+from mm_helpers import FINETUNE_ITERS, SPARSITY_ITERS, run_in_process, write_user_config
+from mmengine.optim.scheduler import CosineRestartLR
+
+from ssl_plugin.core import RSCBlock
+from ssl_plugin.core.algorithm import FINETUNE, SPARSITY
+
+MAX_ITERS = SPARSITY_ITERS + FINETUNE_ITERS
+FIX_ITER = SPARSITY_ITERS + 2  # SPyNet is still frozen when the network is pruned
+NO_VAL = dict(val_dataloader=None, val_cfg=None, val_evaluator=None)  # validation is covered by the tools test
+
+
+@pytest.fixture(scope='module')
+def continuous(clip_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp('continuous')
+    config = write_user_config(root, clip_data, fix_iter=FIX_ITER)
+    runner = run_in_process(config, root / 'work', **NO_VAL)
+    return config, root / 'work', runner
+
+
+def _load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)  # no pickled modules in our checkpoints
+
+
+def _reference_lrs(base_lrs):
+    """The learning rate each iteration should see: constant during sparsity, then mmagic's cosine schedule."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lrs]
+    opt = torch.optim.Adam([{'params': [p], 'lr': lr} for p, lr in zip(params, base_lrs)])
+    sched = CosineRestartLR(opt, by_epoch=False, begin=SPARSITY_ITERS, end=MAX_ITERS, periods=[FINETUNE_ITERS],
+                            restart_weights=[1], eta_min=1e-7)
+    seen = []
+    for _ in range(MAX_ITERS):
+        seen.append([g['lr'] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return seen, [g['lr'] for g in opt.param_groups]
+
+
+def test_stages_structure_and_checkpoints(continuous):
+    _, work, runner = continuous
+    model = runner.model
+    ctrl = model.ssl_controller
+    assert ctrl.stage == FINETUNE
+    rsc = [m for m in model.generator.modules() if isinstance(m, RSCBlock)]
+    assert rsc, 'residual blocks were not pruned'
+    assert not [n for n, _ in model.generator.named_parameters() if 'ssl_gamma' in n], 'γ survived pruning'
+    # checkpoint before the prune: γ present, sparsity stage; the one of the pruning iteration: pruned structure + spec
+    # (the resume test from it is the finetune-stage resume)
+    before, after = _load(work / 'iter_2.pth'), _load(work / f'iter_{SPARSITY_ITERS}.pth')
+    assert before['ssl']['stage'] == SPARSITY
+    assert any(k.endswith('ssl_gamma') for k in before['state_dict'])
+    assert after['ssl']['stage'] == FINETUNE and after['ssl']['spec']['arch'] == 'BasicVSRNet'
+    assert any(k.endswith('.in_idx') for k in after['state_dict'])
+    conv = 'generator.backward_resblocks.main.2.0.conv1.weight'
+    assert after['state_dict'][conv].shape[0] < before['state_dict'][conv].shape[0]
+    # the teacher is neither a parameter of the model nor in its state dict
+    assert not any(k.startswith('_teacher') for k in after['state_dict'])
+    assert model._teacher is not None and not any(p is q for p in model._teacher.parameters()
+                                                  for q in model.parameters())
+
+
+def test_learning_rate_continuous_and_every_parameter_optimized(continuous):
+    _, work, runner = continuous
+    hub = runner.message_hub
+    base_lr = list(hub.get_scalar('train/base_lr').data[0][-MAX_ITERS:])
+    spynet_lr = list(hub.get_scalar('train/lr').data[0][-MAX_ITERS:])  # group 0 is SPyNet (lr_mult 0.125)
+    seen, final = _reference_lrs([2e-4, 2e-4 * 0.125])
+    assert base_lr == pytest.approx([s[0] for s in seen], rel=1e-6)
+    assert spynet_lr == pytest.approx([s[1] for s in seen], rel=1e-6)
+    wrapper = runner.optim_wrapper
+    in_opt = {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
+    names = [n for n, p in runner.model.named_parameters() if id(p) not in in_opt]
+    assert not names, f'parameters missing from the rebuilt optimizer: {names[:5]}'
+    for group in wrapper.optimizer.param_groups:
+        name = next(n for n, p in runner.model.named_parameters() if p is group['params'][0])
+        expected = final[1] if 'spynet' in name else final[0]
+        assert group['lr'] == pytest.approx(expected, rel=1e-6), name
+
+
+def test_spynet_frozen_through_prune_then_trained(continuous):
+    _, work, runner = continuous
+    key = 'generator.spynet.basic_module.0.basic_module.0.conv.weight'
+    states = {i: _load(work / f'iter_{i}.pth')['state_dict'][key] for i in (2, SPARSITY_ITERS, MAX_ITERS)}
+    assert torch.equal(states[2], states[SPARSITY_ITERS])        # fix_iter: frozen
+    assert not torch.equal(states[SPARSITY_ITERS], states[MAX_ITERS])  # unfrozen after fix_iter: still optimized
+
+
+@pytest.mark.parametrize('start', [2, SPARSITY_ITERS], ids=['sparsity', 'finetune'])
+def test_resume_continues_exactly(continuous, start, tmp_path):
+    config, work, _ = continuous
+    resumed = run_in_process(config, tmp_path / 'work', resume_from=work / f'iter_{start}.pth', **NO_VAL)
+    assert resumed.iter == MAX_ITERS
+    want, got = _load(work / f'iter_{MAX_ITERS}.pth'), _load(tmp_path / 'work' / f'iter_{MAX_ITERS}.pth')
+    assert want['state_dict'].keys() == got['state_dict'].keys()
+    for k, v in want['state_dict'].items():
+        torch.testing.assert_close(got['state_dict'][k], v, rtol=1e-5, atol=1e-7, msg=k)
+    assert got['ssl']['spec'] == want['ssl']['spec'] and got['ssl']['stage'] == FINETUNE
+    lrs = [g['lr'] for g in want['optimizer']['param_groups']]
+    assert [g['lr'] for g in got['optimizer']['param_groups']] == pytest.approx(lrs, rel=1e-6)
+    for p, st in want['optimizer']['state'].items():
+        torch.testing.assert_close(got['optimizer']['state'][p]['exp_avg'], st['exp_avg'], rtol=1e-5, atol=1e-9)
