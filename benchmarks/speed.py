@@ -1,0 +1,167 @@
+"""Speed of dense vs SSL-pruned BasicVSR: does the MAC cut turn into wall-clock speedup?
+
+Builds BasicSR's BasicVSR (default 64 channels, 30 blocks per branch, as in the paper), prunes copies of it at several
+ratios with the engine (L1 selection, RSC residual blocks, pixel-shuffle group cuts) and times dense and pruned
+forwards in one run, interleaved round-robin so that a change in machine load hits every model alike. Reports params,
+MACs (torch's FLOP counter), the MAC ratio dense/pruned, the median time of each, the speedup and speedup / MAC ratio
+(1.0 = the pruned network is as fast as its MAC count promises).
+
+Selection: BasicSR initialises residual convs x0.1, so on a randomly initialised network *global* L1 selection would
+remove residual-block units first and almost nothing else; that is not what a trained network looks like. The default
+is therefore ``--scope local`` (the same fraction of every layer); ``--weights random`` redraws every prunable conv
+from one distribution so that ``--scope global`` is meaningful as well.
+
+    python benchmarks/speed.py                       # CPU (+ CUDA when present), ratios 0.3 0.5 0.7
+    python benchmarks/speed.py --json speed.json     # also write the rows as JSON
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+try:
+    import ssl_plugin  # noqa: F401  (applies the host compatibility shims before basicsr is imported)
+except ImportError:  # run from a checkout without installation
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import ssl_plugin  # noqa: F401
+
+from ssl_plugin.core import count_macs, count_params, describe, l1_scores, prune, select_unimportant
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--ratios', type=float, nargs='+', default=[0.3, 0.5, 0.7], help='pruning ratios (0, 1)')
+    p.add_argument('--num-feat', type=int, default=64, help='BasicVSR num_feat (trunk width)')
+    p.add_argument('--num-block', type=int, default=30, help='BasicVSR num_block (residual blocks per branch)')
+    p.add_argument('--frames', type=int, default=5, help='frames per clip')
+    p.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'), help='LR frame size')
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--scope', choices=['local', 'global'], default='local', help='L1 selection scope (see above)')
+    p.add_argument('--align', type=int, default=1, help='round kept counts up to a multiple of this')
+    p.add_argument('--weights', choices=['init', 'random'], default='init',
+                   help="'init': BasicSR's initialisation; 'random': every prunable conv from N(0, 0.02)")
+    p.add_argument('--repeats', type=int, default=5, help='timed forwards per model (median reported)')
+    p.add_argument('--warmup', type=int, default=1, help='untimed forwards per model first')
+    p.add_argument('--devices', nargs='+', default=None, help='default: cpu, plus cuda when available')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: every usable core)')
+    p.add_argument('--channels-last', action='store_true', help='run the convs in channels_last memory format')
+    p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
+    p.add_argument('--seed', type=int, default=0)
+    args = p.parse_args(argv)
+    if not all(0 < r < 1 for r in args.ratios):
+        p.error(f'--ratios must lie in (0, 1), got {args.ratios}')
+    if args.repeats < 1 or args.warmup < 0 or args.frames < 2:
+        p.error('need --repeats >= 1, --warmup >= 0 and --frames >= 2 (BasicVSR computes flow between frames)')
+    return args
+
+
+def build_dense(args) -> torch.nn.Module:
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    torch.manual_seed(args.seed)
+    net = ARCH_REGISTRY.get('BasicVSR')(num_feat=args.num_feat, num_block=args.num_block)
+    if args.weights == 'random':
+        topo = describe(net)
+        with torch.no_grad():
+            for key in topo.keys():
+                if not key.endswith('@in'):
+                    net.get_submodule(key).weight.normal_(0, 0.02)
+    return net.eval()
+
+
+def pruned_copy(dense, ratio, args):
+    net = copy.deepcopy(dense)
+    topo = describe(net)
+    prune(net, select_unimportant(l1_scores(net, topo), ratio, args.scope, args.align), topo)
+    return net.eval()
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_models(models: dict, x, device, repeats, warmup) -> dict:
+    """Median seconds per forward of each model; models take turns so load changes hit all of them alike."""
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for rep in range(warmup + repeats):
+            for name, net in models.items():
+                _sync(device)
+                start = time.perf_counter()
+                net(x)
+                _sync(device)
+                if rep >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    torch.set_num_threads(args.threads or cores)
+    devices = args.devices or (['cpu'] + (['cuda'] if torch.cuda.is_available() else []))
+
+    dense = build_dense(args)
+    nets = {'dense': dense, **{r: pruned_copy(dense, r, args) for r in args.ratios}}
+    x_cpu = torch.rand(args.batch, args.frames, 3, *args.size, generator=torch.Generator().manual_seed(args.seed))
+    params = {name: count_params(net) for name, net in nets.items()}
+    macs = {name: count_macs(net, x_cpu) for name, net in nets.items()}
+
+    print(f'BasicVSR num_feat={args.num_feat} num_block={args.num_block}, input {tuple(x_cpu.shape)}, '
+          f'scope={args.scope} align={args.align} weights={args.weights}, torch {torch.__version__}, '
+          f'{torch.get_num_threads()} CPU threads, median of {args.repeats} (+{args.warmup} warm-up)')
+    rows = []
+    for dev in devices:
+        device = torch.device(dev)
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        models = {name: net.to(device=device, memory_format=fmt) for name, net in nets.items()}
+        x = x_cpu.to(device)
+        t = time_models(models, x, device, args.repeats, args.warmup)
+        name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu x{torch.get_num_threads()}'
+        for r in args.ratios:
+            mac_ratio = macs['dense'] / macs[r]
+            speedup = t['dense'] / t[r]
+            rows.append({'device': dev, 'device_name': name, 'ratio': r, 'params_dense': params['dense'],
+                         'params_pruned': params[r], 'macs_dense': macs['dense'], 'macs_pruned': macs[r],
+                         'mac_ratio': mac_ratio, 'time_dense_s': t['dense'], 'time_pruned_s': t[r],
+                         'speedup': speedup, 'speedup_per_mac_ratio': speedup / mac_ratio})
+        for net in nets.values():
+            net.to('cpu')
+
+    header = (f'{"device":<14}{"ratio":>6}{"params":>18}{"GMACs":>16}{"mac_ratio":>10}{"dense ms":>10}'
+              f'{"pruned ms":>11}{"speedup":>9}{"speedup/mac":>13}')
+    print(header)
+    print('-' * len(header))
+    for row in rows:
+        print(f'{row["device_name"]:<14}{row["ratio"]:>6.2f}'
+              f'{row["params_dense"] / 1e6:>8.2f}M->{row["params_pruned"] / 1e6:>6.2f}M'
+              f'{row["macs_dense"] / 1e9:>7.1f}->{row["macs_pruned"] / 1e9:>6.1f}{row["mac_ratio"]:>10.2f}'
+              f'{row["time_dense_s"] * 1e3:>10.1f}{row["time_pruned_s"] * 1e3:>11.1f}{row["speedup"]:>9.2f}'
+              f'{row["speedup_per_mac_ratio"]:>13.2f}')
+    if args.json:
+        write_json_atomic(args.json, {'config': {k: (str(v) if isinstance(v, Path) else v)
+                                                 for k, v in vars(args).items()}, 'rows': rows})
+        print(f'wrote {args.json}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()
