@@ -2,7 +2,7 @@
 
 * ``before_train``: a new run chooses S on the (pretrained) dense generator and inserts γ (method ``ssl``) or prunes at
   once (``l1``), then rebuilds DDP / optimizer / schedulers so the new parameters are trained.
-* every iteration: the α schedule advances after the optimizer step; when the sparsity stage ends the generator is
+* every optimizer step: the α schedule advances; when the sparsity stage ends the generator is
   pruned in place and the training state rebuilt (learning rates continue, SPyNet stays in the optimizer).
 * checkpoints: the controller state (S, α, spec, teacher weights; tensors and lists only) goes into
   ``checkpoint['ssl']``; loading such a checkpoint (``--resume``, ``load_from``, ``tools/test.py``) first gives the
@@ -87,8 +87,8 @@ class SSLPruningHook(Hook):
         elif ctrl.prune_due:  # a checkpoint saved between the end of the sparsity stage and the prune
             self._prune(runner, model, ctrl, next_iter=runner.iter)
         if ctrl.stage == SPARSITY and ctrl.sir is not None:
-            remaining = ctrl.sir.total_iters() - ctrl.sir.iter
-            at = runner.iter + remaining
+            steps = ctrl.sir.total_iters() - ctrl.sir.iter
+            at = runner.iter + steps * getattr(runner.optim_wrapper, '_accumulative_counts', 1)
             runner.logger.info(f'SSL: sparsity stage prunes after iteration {at} (of {runner.max_iters})')
             if at > runner.max_iters:
                 runner.logger.warning(f'SSL: the run ends (max_iters={runner.max_iters}) before the sparsity stage '
@@ -113,6 +113,9 @@ class SSLPruningHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         model = self._model(runner)
+        # The α schedule counts optimizer steps (one per iteration unless gradients accumulate over iterations).
+        if not runner.optim_wrapper.should_update():
+            return
         if model.ssl_controller.step():
             self._prune(runner, model, model.ssl_controller, next_iter=runner.iter + 1)
 

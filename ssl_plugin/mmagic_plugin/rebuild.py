@@ -12,7 +12,8 @@ after it, builds everything again from the runner's own config and carries the s
 * per parameter group hyper-parameters (``lr``, ``initial_lr``, ...) are copied from the old group that held the same
   parameter names, so the learning-rate curve stays continuous whatever the grouping (``paramwise_cfg`` makes one
   group per tensor); mmengine's ``base_param_settings`` pseudo-group (what ``base_lr`` logs) is carried over too;
-* optimizer state (Adam moments) moves with every parameter object that survived the change unchanged;
+* optimizer state (Adam moments) moves with every parameter object that survived the change unchanged, and an AMP
+  wrapper keeps its loss scale;
 * parameter schedulers are rebuilt from ``cfg.param_scheduler`` and get the old schedulers' state, with their
   per-group lists (``base_values``, ``_last_value``) remapped by parameter name.
 """
@@ -111,6 +112,8 @@ class TrainStateRebuilder:
             old_wrapper = runner.optim_wrapper
             runner.optim_wrapper = runner.build_optim_wrapper(copy.deepcopy(runner.cfg.optim_wrapper))
         wrapper = runner.optim_wrapper
+        if hasattr(old_wrapper, 'loss_scaler') and hasattr(wrapper, 'loss_scaler'):  # AMP: keep the current scale
+            wrapper.loss_scaler.load_state_dict(old_wrapper.loss_scaler.state_dict())
         saved, runner.param_schedulers = runner.param_schedulers, None
         runner.scale_lr(wrapper, runner.auto_scale_lr)  # as Runner.train does before building schedulers
         runner.param_schedulers = saved

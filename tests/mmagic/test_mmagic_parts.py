@@ -135,6 +135,22 @@ def test_hook_refuses_other_models_and_ema():
         SSLPruningHook().before_run(types.SimpleNamespace(model=tiny_model(), hooks=[EMAHook()]))
 
 
+def test_alpha_schedule_counts_optimizer_steps():
+    """With gradient accumulation the optimizer steps every few iterations; the SIR schedule follows the steps."""
+    model = tiny_model()
+    ctrl = SSLController(model.ssl_cfg)
+    ctrl.start(model.generator)
+    model.ssl_controller = ctrl
+    steps = iter([False, True, False, True])
+    runner = types.SimpleNamespace(model=model, optim_wrapper=types.SimpleNamespace(should_update=lambda: next(steps)))
+    hook = SSLPruningHook()
+    seen = []
+    for i in range(4):
+        hook.after_train_iter(runner, i)
+        seen.append(ctrl.sir.iter)
+    assert seen == [0, 1, 1, 2]
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_configs_inherit_mmagic_and_are_consistent(path):
     cfg = Config.fromfile(str(path))
