@@ -28,6 +28,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import nn
 
+#: Scheduler state that holds one entry per parameter group (mmengine _ParamScheduler and ReduceOnPlateau).
+PER_GROUP_STATE = ('base_values', '_last_value', 'min_values')
+
 
 def bare_runner_model(runner) -> nn.Module:
     return runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -129,7 +132,7 @@ class TrainStateRebuilder:
         if cfg_sched is not None and self.old_schedulers:
             with quiet(runner.logger):
                 runner.param_schedulers = runner.build_param_scheduler(copy.deepcopy(cfg_sched))
-        fresh_lists = [{k: list(v) for k, v in s.__dict__.items() if isinstance(v, list)}
+        fresh_lists = [{k: list(getattr(s, k)) for k in PER_GROUP_STATE if isinstance(getattr(s, k, None), list)}
                        for s in runner.param_schedulers or []]
         # ... then every group gets the hyper-parameters of the old group that held its parameters.
         mapping, ref = [], None
@@ -146,12 +149,11 @@ class TrainStateRebuilder:
             # A group with no old counterpart (new parameters): same position on the schedule as the others.
             if j is None and ref is not None and ref.get('initial_lr') and 'initial_lr' in group:
                 group['lr'] = group['initial_lr'] * ref['lr'] / ref['initial_lr']
-        n_old = len(self.old_groups)
         for sched, old, fresh in zip(runner.param_schedulers or [], self.old_schedulers, fresh_lists):
             sched.load_state_dict({k: v for k, v in old.items() if k != 'optimizer'})
-            for k, v in old.items():
-                if isinstance(v, list) and len(v) == n_old and k in fresh:
-                    setattr(sched, k, [copy.deepcopy(v[j]) if j is not None else fresh[k][i]
+            for k in PER_GROUP_STATE:
+                if k in old and k in fresh:
+                    setattr(sched, k, [copy.deepcopy(old[k][j]) if j is not None else fresh[k][i]
                                        for i, j in enumerate(mapping)])
         wrapper.initialize_count_status(runner.model, runner.iter if next_iter is None else next_iter,
                                         runner.max_iters)
