@@ -4,7 +4,9 @@ Topology (what is coupled) -> criterion (what is unimportant) -> SIR (make it sp
 (how to rebuild) -> Temporal Finetuning (recover along the recurrence).
 """
 from . import archs  # noqa: F401  (registers the supported topologies)
+from .cost import cost_summary, count_macs, count_params
 from .criterion import kept_indices, l1_scores, select_unimportant
+from .losses import SIRLoss, TFLoss
 from .registry import bare_model, describe, register_topology, supported
 from .rsc import RSCBlock
 from .scaling import GAMMA_IN, GAMMA_OUT, insert_scaling_factors, merge_scaling_factors, scaling_factors
@@ -12,10 +14,15 @@ from .sir import SparsityRegularizer, gamma_stats
 from .spec import FORMAT_VERSION, SpecError
 from .surgery import apply_spec, prune
 from .temporal import HiddenStateRecorder, frozen_teacher, teacher_hidden_states, temporal_finetuning_loss
-from .losses import SIRLoss, TFLoss
-from .cost import cost_summary, count_macs, count_params
-from .topology import Consumer, PixelShuffleUnit, PlainUnit, ResidualUnit, Topology, reconstruction_chain, \
-    residual_units
+from .topology import (
+    Consumer,
+    PixelShuffleUnit,
+    PlainUnit,
+    ResidualUnit,
+    Topology,
+    reconstruction_chain,
+    residual_units,
+)
 
 __all__ = [
     'Consumer', 'FORMAT_VERSION', 'GAMMA_IN', 'GAMMA_OUT', 'PixelShuffleUnit', 'PlainUnit', 'RSCBlock',

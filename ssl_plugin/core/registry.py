@@ -33,8 +33,9 @@ def supported() -> list[str]:
 
 def bare_model(net: nn.Module) -> nn.Module:
     """The network inside a (Distributed)DataParallel or mmengine wrapper: surgery always happens on the bare module."""
-    while hasattr(net, 'module') and isinstance(net.module, nn.Module) and type(net).__name__ in (
-            'DistributedDataParallel', 'DataParallel', 'MMDistributedDataParallel', 'MMSeparateDistributedDataParallel'):
+    wrappers = ('DistributedDataParallel', 'DataParallel', 'MMDistributedDataParallel',
+                'MMSeparateDistributedDataParallel')
+    while hasattr(net, 'module') and isinstance(net.module, nn.Module) and type(net).__name__ in wrappers:
         net = net.module
     return net
 

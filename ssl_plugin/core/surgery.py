@@ -1,9 +1,9 @@
 """How to cut: merge γ, remove the unimportant set S and rebuild a smaller network whose forward is the host's own.
 
 Residual blocks become :class:`RSCBlock`; pixel-shuffle convs lose whole groups of r*r filters and their consumers the
-matching input channel; plain convs lose filters and their consumers the matching input channels. Every touched conv is
-replaced by a new ``nn.Conv2d`` of the same kind (same device, dtype, kernel, stride, padding) holding a slice of the old
-weights, so no hook or γ survives and autograd sees ordinary parameters.
+matching input channel; plain convs lose filters and their consumers the matching input channels. Every touched conv
+is replaced by a new ``nn.Conv2d`` of the same kind (same device, dtype, kernel, stride, padding) holding a slice of the
+old weights, so no hook or γ survives and autograd sees ordinary parameters.
 """
 from __future__ import annotations
 
