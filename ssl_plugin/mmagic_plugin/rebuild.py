@@ -72,18 +72,21 @@ class TrainStateRebuilder:
             raise NotImplementedError('SSLPruningHook supports one optimizer wrapper (mmagic BasicVSR uses one); '
                                       'an OptimWrapperDict / per-optimizer param_scheduler dict is not supported')
         cfg = runner.cfg
-        if cfg.get('optim_wrapper') is None:
-            raise RuntimeError('SSLPruningHook rebuilds the optimizer after changing the network and needs '
-                               '`optim_wrapper` in the runner config: build the runner with Runner.from_cfg(cfg) '
-                               '(as mmagic tools/train.py does), or pass cfg= to Runner')
+        for key, built in (('optim_wrapper', True), ('param_scheduler', bool(runner.param_schedulers))):
+            if built and cfg.get(key) is None:
+                raise RuntimeError(f'SSLPruningHook rebuilds the optimizer and schedulers after changing the network '
+                                   f'and needs `{key}` in the runner config: build the runner with '
+                                   'Runner.from_cfg(cfg) (as mmagic tools/train.py does), or pass cfg= to Runner')
         model = bare_runner_model(runner)
         self.names = {id(p): n for n, p in model.named_parameters()}
         wrapper = runner.optim_wrapper
-        self.old_groups = []
-        for group in wrapper.param_groups:  # includes the base_param_settings pseudo-group, if any
-            names = [self.names[id(p)] for p in group['params'] if id(p) in self.names]
-            self.old_groups.append({'names': names, 'pseudo': group is wrapper.base_param_settings,
-                                    'hyper': {k: copy.deepcopy(v) for k, v in group.items() if k != 'params'}})
+        self.old_groups, self.group_of, self.old_pseudo = [], {}, None
+        for i, group in enumerate(wrapper.param_groups):  # includes the base_param_settings pseudo-group, if any
+            if group is wrapper.base_param_settings:
+                self.old_pseudo = i
+            else:
+                self.group_of.update({self.names[id(p)]: i for p in group['params'] if id(p) in self.names})
+            self.old_groups.append({k: copy.deepcopy(v) for k, v in group.items() if k != 'params'})
         self.old_state = {self.names[id(p)]: (p, s) for p, s in wrapper.optimizer.state.items()
                           if id(p) in self.names}
         self.old_schedulers = [copy.deepcopy(s.state_dict()) for s in runner.param_schedulers or []]
@@ -92,14 +95,9 @@ class TrainStateRebuilder:
     def _match(self, pseudo: bool, names: list[str]) -> int | None:
         """Index of the old group that held most of ``names`` (or the old pseudo-group for the new one)."""
         if pseudo:
-            return next((i for i, g in enumerate(self.old_groups) if g['pseudo']), None)
-        votes = Counter()
-        for i, g in enumerate(self.old_groups):
-            if not g['pseudo']:
-                held = set(g['names'])
-                votes[i] = sum(1 for n in names if n in held)
-        best = votes.most_common(1)
-        return best[0][0] if best and best[0][1] > 0 else None
+            return self.old_pseudo
+        votes = Counter(self.group_of[n] for n in names if n in self.group_of)
+        return votes.most_common(1)[0][0] if votes else None
 
     def rebuild(self, next_iter: int | None = None) -> None:
         """Re-wrap DDP, rebuild optimizer wrapper and schedulers, carry state over; ``next_iter`` is the iteration
@@ -142,9 +140,9 @@ class TrainStateRebuilder:
             j = self._match(pseudo, group_names)
             mapping.append(j)
             if j is not None:
-                group.update(copy.deepcopy(self.old_groups[j]['hyper']))
+                group.update(copy.deepcopy(self.old_groups[j]))
                 if ref is None and not pseudo:
-                    ref = self.old_groups[j]['hyper']
+                    ref = self.old_groups[j]
         for group, j in zip(wrapper.param_groups, mapping):
             # A group with no old counterpart (new parameters): same position on the schedule as the others.
             if j is None and ref is not None and ref.get('initial_lr') and 'initial_lr' in group:
