@@ -109,6 +109,9 @@ def parsed(opt: dict, root: Path, is_train: bool = True) -> dict:
     """What BasicSR's parse_options makes of ``opt`` (single process, no CLI), for building a model in-process."""
     opt = copy.deepcopy(opt)
     opt.update(dist=False, rank=0, world_size=1, is_train=is_train, auto_resume=False, root_path=str(root))
+    if opt.get('num_gpu') == 'auto':
+        import torch
+        opt['num_gpu'] = torch.cuda.device_count()
     for phase, dataset in opt['datasets'].items():
         dataset['phase'] = phase.split('_')[0]
         dataset['scale'] = opt['scale']

@@ -1,0 +1,76 @@
+"""The shipped option files (paper settings and demo): they parse with BasicSR's own loader, hold a valid ``ssl:``
+section whose schedule fits ``total_iter``, and build an SSLVideoRecurrentModel (network shrunk, data not needed)."""
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from bsr_helpers import REPO, parsed
+
+import ssl_plugin  # noqa: F401
+from ssl_plugin.basicsr_plugin import register
+
+register()
+from basicsr.data import DATASET_REGISTRY  # noqa: E402
+from basicsr.models import build_model  # noqa: E402
+from basicsr.utils.options import ordered_yaml  # noqa: E402
+
+from ssl_plugin.core.algorithm import SSLConfig  # noqa: E402
+from ssl_plugin.core.sir import SparsityRegularizer  # noqa: E402
+
+OPTIONS = REPO / 'options'
+TRAIN_FILES = ['ssl_basicvsr_reds.yml', 'ssl_basicvsr_uni_reds.yml', 'ssl_basicvsr_vimeo_bi.yml',
+               'ssl_basicvsr_vimeo_bd.yml', 'ssl_basicvsr_demo.yml']
+PAPER = {'pruning_ratio': 0.5, 'scope': 'global', 'reg': {'delta': 1e-4, 'interval': 5, 'ceiling': 0.1,
+                                                          'stabilize_iter': 14000}}
+
+
+def _load(name):
+    with open(OPTIONS / name) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def _sparsity_iters(cfg: SSLConfig) -> int:
+    r = cfg.reg
+    # Every α grows alike, so the stage's length does not depend on S: any non-empty S will do.
+    return SparsityRegularizer({'any': torch.zeros(1, dtype=torch.int64)}, r.delta, r.interval, r.ceiling,
+                               r.stabilize_iter).total_iters()
+
+
+@pytest.mark.parametrize('name', TRAIN_FILES)
+def test_training_option_file(name, tmp_path):
+    opt = _load(name)
+    assert opt['model_type'] == 'SSLVideoRecurrentModel'
+    cfg = SSLConfig.from_dict(opt['ssl'])
+    for phase, dataset in opt['datasets'].items():
+        assert dataset['type'] in DATASET_REGISTRY, (phase, dataset['type'])
+    train = opt['train']
+    sparsity = _sparsity_iters(cfg) if cfg.method == 'ssl' else 0
+    assert sparsity < train['total_iter']
+    if train.get('scheduler_starts_at_finetune'):
+        assert sparsity + sum(train['scheduler']['periods']) == train['total_iter']
+    if name != 'ssl_basicvsr_demo.yml':   # the paper's settings
+        assert {k: v for k, v in cfg.to_dict().items() if k in PAPER} == PAPER and cfg.method == 'ssl'
+        assert opt['network_g']['num_feat'] == 64 and opt['network_g']['num_block'] == 30
+        assert train['tf_opt']['type'] == 'TFLoss' and train['pixel_opt']['type'] == 'CharbonnierLoss'
+        assert train['fix_flow'] == sparsity + 5000 and train['flow_lr_mul'] == 0.125
+        frames = opt['datasets']['train']['num_frame']
+        assert (frames, opt['datasets']['train'].get('flip_sequence', False)) in ((15, False), (7, True))
+    # Everything but the data and the network size is used as written.
+    small = dict(opt, datasets={}, network_g={'type': opt['network_g']['type'], 'num_feat': 8, 'num_block': 1})
+    small['path'] = dict(opt['path'], pretrain_network_g=None)
+    model = build_model(parsed(small, tmp_path))
+    assert model.controller.stage == ('sparsity' if cfg.method == 'ssl' else 'finetune')
+    assert (model.cri_tf is not None) == ('tf_opt' in train)
+
+
+def test_test_option_file_evaluates_the_reds_run():
+    test = _load('test_ssl_basicvsr_reds4.yml')
+    train = _load('ssl_basicvsr_reds.yml')
+    assert test['model_type'] == 'SSLVideoRecurrentModel'
+    assert test['network_g']['type'] == train['network_g']['type']
+    assert {k: test['network_g'][k] for k in ('num_feat', 'num_block')} == \
+        {k: train['network_g'][k] for k in ('num_feat', 'num_block')}
+    assert Path(test['path']['pretrain_network_g']).parts[:2] == ('experiments', train['name'])
+    metrics = test['val']['metrics']
+    assert metrics['psnr']['test_y_channel'] is False and metrics['ssim']['test_y_channel'] is True
