@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument('--devices', nargs='+', default=None, help='default: cpu, plus cuda when available')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: every usable core)')
     p.add_argument('--channels-last', action='store_true', help='run the convs in channels_last memory format')
+    p.add_argument('--profile', action='store_true',
+                   help='also print where the time goes (torch.profiler, per op) for dense and each pruned net')
     p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
@@ -105,6 +107,25 @@ def time_models(models: dict, x, device, repeats, warmup) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def profile_ops(models: dict, x, device, top=10) -> None:
+    """Self time per op of one forward of each model: convs vs RSC gather (index_select) / scatter (index_add) vs
+    the width-independent rest (flow warping, activations, pixel shuffle)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    for name, net in models.items():
+        with torch.inference_mode(), profile(activities=acts) as prof:
+            net(x)
+            _sync(device)
+        events = [e for e in prof.key_averages() if getattr(e, key) > 0]
+        total = sum(getattr(e, key) for e in events)
+        print(f'-- {device.type} {"dense" if name == "dense" else f"pruned {name}"}: {total / 1e3:.1f} ms of op time')
+        for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
+            print(f'   {e.key:<40}{getattr(e, key) / 1e3:>10.1f} ms {100 * getattr(e, key) / total:>6.1f}%'
+                  f'{e.count:>7} calls')
+
+
 def write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
@@ -134,7 +155,11 @@ def main(argv=None):
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
         models = {name: net.to(device=device, memory_format=fmt) for name, net in nets.items()}
         x = x_cpu.to(device)
+        if device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernel per conv
         t = time_models(models, x, device, args.repeats, args.warmup)
+        if args.profile:
+            profile_ops(models, x, device)
         name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu x{torch.get_num_threads()}'
         for r in args.ratios:
             mac_ratio = macs['dense'] / macs[r]
