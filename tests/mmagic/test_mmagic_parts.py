@@ -1,4 +1,6 @@
 """The MMagic parts one by one (no runner): registration, the model's SSL loss terms and teacher, configs, errors."""
+import io
+import logging
 import types
 
 import pytest
@@ -133,6 +135,37 @@ def test_hook_refuses_other_models_and_ema():
         SSLPruningHook().before_run(types.SimpleNamespace(model=plain, hooks=[]))
     with pytest.raises(NotImplementedError, match='EMAHook'):
         SSLPruningHook().before_run(types.SimpleNamespace(model=tiny_model(), hooks=[EMAHook()]))
+
+
+def test_loading_a_checkpoint_rebuilds_its_structure_even_on_a_changed_model():
+    """after_load_checkpoint (test.py, load_from, resume) gives the model the checkpoint's structure before the weights
+    load, also when the model already carries another one (γ of a started sparsity stage)."""
+    trained = tiny_model()
+    ctrl = SSLController(trained.ssl_cfg)
+    ctrl.start(trained.generator)
+    ctrl.prune(trained.generator)
+    trained.ssl_controller = ctrl
+    checkpoint = {'state_dict': trained.state_dict()}
+    SSLPruningHook().before_save_checkpoint(types.SimpleNamespace(model=trained), checkpoint)
+    checkpoint = torch.load(_roundtrip(checkpoint), weights_only=True)
+
+    model = tiny_model()
+    other = SSLController(model.ssl_cfg)
+    other.start(model.generator)  # γ inserted: not the checkpoint's structure
+    model.ssl_controller = other
+    runner = types.SimpleNamespace(model=model, optim_wrapper=None, logger=logging.getLogger('test'), hooks=[])
+    SSLPruningHook().after_load_checkpoint(runner, checkpoint)
+    load_state_dict(model, checkpoint['state_dict'], strict=True)
+    lq, _ = batch()
+    torch.testing.assert_close(model.generator(lq), trained.generator(lq))
+    assert model.ssl_controller.stage == 'finetune' and model.ssl_controller.spec == ctrl.spec
+
+
+def _roundtrip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
 
 
 def test_alpha_schedule_counts_optimizer_steps():
