@@ -33,8 +33,8 @@ DEFAULT_DENSE_ITERS = 300
 SOURCES = (('bikes', 0, 200, 100, ['001', '002']), ('carphone', 0, 100, 100, ['003']),
            ('carphone', 100, 120, None, [HELD_BACK]))
 #: Log lines worth showing while a run goes (everything is in the run's own log file too).
-SHOWN = ('iter:', 'SSL:', 'Validation', '# psnr', '# ssim', 'Best:', 'Error', 'error', 'Traceback', 'Saving models',
-         'Start training', 'End of training', 'Loading ')
+SHOWN = ('][epoch:', 'SSL:', 'Validation', '# psnr', '# ssim', 'Error', 'Traceback', 'Start training',
+         'End of training')
 
 _t0 = time.time()
 
@@ -150,7 +150,7 @@ def run_training(yml: Path, work: Path, label: str) -> None:
             line = line.rstrip()
             tail.append(line)
             if any(s in line for s in SHOWN) and 'SSL:   ' not in line:
-                say(f'  {line.split(" INFO: ")[-1][:160]}')
+                say(f'  {line.split(": ", 1)[-1].strip()[:150]}' if ' INFO: ' in line else f'  {line.strip()[:150]}')
     if proc.returncode != 0:
         print('\n'.join(tail), file=sys.stderr)
         raise SystemExit(f'demo: {label} failed (exit {proc.returncode}); its log is in {work / "experiments"}')
