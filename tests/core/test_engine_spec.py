@@ -94,9 +94,11 @@ def test_spec_onto_a_network_with_gamma_or_already_pruned_is_refused():
 
 
 def _broken(mutate):
-    spec = copy.deepcopy(spec_of())
-    mutate(spec)
-    return spec
+    def make():
+        spec = copy.deepcopy(spec_of())
+        mutate(spec)
+        return spec
+    return make
 
 
 def _set(path, field, value):
@@ -105,6 +107,8 @@ def _set(path, field, value):
     return mutate
 
 
+# name -> (spec or a function making it from a valid one, what the message must say); built inside the test so that
+# collection needs no host network.
 GARBAGE = {
     'not json': ('{"arch": BasicVSR', 'spec'),
     'json list': ('[1, 2, 3]', 'a pruning spec is a dict'),
@@ -127,8 +131,11 @@ GARBAGE = {
 @pytest.mark.parametrize('name', list(GARBAGE))
 def test_garbage_spec_is_a_spec_error(name):
     spec, message = GARBAGE[name]
+    net = build('BasicVSR', 8, 2)
+    before = {k: v.shape for k, v in net.state_dict().items()}
     with pytest.raises(SpecError, match=message):
-        apply_spec(build('BasicVSR', 8, 2), spec)
+        apply_spec(net, spec() if callable(spec) else spec)
+    assert {k: v.shape for k, v in net.state_dict().items()} == before  # refused before anything was cut
 
 
 def test_failed_apply_leaves_a_network_that_still_runs_dense():
