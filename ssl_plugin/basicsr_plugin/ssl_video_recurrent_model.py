@@ -403,7 +403,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
-            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+            save_dict[key] = {k.removeprefix(ckpt_io.MODULE_PREFIX): v.cpu() for k, v in state.items()}
         if self.controller is not None and self.controller.spec is not None:
             save_dict[ckpt_io.SPEC_KEY] = self.controller.spec
         ckpt_io.atomic_torch_save(save_dict, f'{self.opt["path"]["models"]}/{net_label}_{current_iter}.pth')

@@ -160,10 +160,11 @@ def test_test_entry_point_rebuilds_pruned_checkpoint(straight, tiny_data, tmp_pa
 
 
 def test_l1_method_prunes_at_start_without_sir(tiny_data, tmp_path):
-    opt = _opt(tiny_data, 'l1_run', ssl__method='l1', train__total_iter=2, val=...)
-    opt['logger'].update(use_tb_logger=False)
-    run_entry(TRAIN, write_options(tmp_path, opt), tmp_path)
-    exp = _exp(tmp_path, 'l1_run')
+    """Also BasicSR's --debug (name prefix, print every iteration) and --force_yml (total_iter 6 -> 2) flags."""
+    opt = _opt(tiny_data, 'l1_run', ssl__method='l1', train__total_iter=6, val=...)
+    run_entry(TRAIN, write_options(tmp_path, opt), tmp_path, '--debug', '--force_yml', 'train:total_iter=2')
+    exp = _exp(tmp_path, 'debug_l1_run')
     log = _log_text(exp)
     assert 'SSL: method l1' in log and 'l_sir' not in log and 'l_tf:' in log
-    assert 'ssl_spec' in _load(exp / 'models' / 'net_g_1.pth')
+    assert sorted(_logged_lrs(log)) == [1, 2]
+    assert 'ssl_spec' in _load(exp / 'models' / 'net_g_latest.pth')
