@@ -61,7 +61,9 @@ class SSLConfig:
             raise ValueError(f'{where}.pruning_ratio must be in (0, 1), got {cfg.pruning_ratio!r}')
         if cfg.scope not in ('global', 'local'):
             raise ValueError(f"{where}.scope must be 'global' or 'local', got {cfg.scope!r}")
-        if not isinstance(cfg.align, int) or cfg.align < 1:
+        if not isinstance(cfg.normalize, bool):
+            raise ValueError(f'{where}.normalize must be true or false, got {cfg.normalize!r}')
+        if not isinstance(cfg.align, int) or isinstance(cfg.align, bool) or cfg.align < 1:
             raise ValueError(f'{where}.align must be a positive integer, got {cfg.align!r}')
         if not isinstance(cfg.skip, (list, tuple)) or not all(isinstance(s, str) for s in cfg.skip):
             raise ValueError(f'{where}.skip must be a list of glob patterns, got {cfg.skip!r}')

@@ -4,6 +4,10 @@
 channels and writes the kept output channels of the untouched skip path, so the hidden state of a recurrent trunk keeps
 its width and channel order (which is also what lets Temporal Finetuning compare it with the unpruned one directly).
 Index tensors are buffers: they follow the module's device and are saved in its state dict.
+
+Without autograd (validation, inference) the scatter-add writes into ``x`` in place, saving a full-width copy per block:
+residual units are the children of a Sequential chain (see :func:`~.topology.residual_units`), so a block's input is
+consumed by that block alone. With autograd on, everything is out of place.
 """
 from __future__ import annotations
 
@@ -27,9 +31,9 @@ class RSCBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x if self.reads_all else x.index_select(1, self.in_idx)
         r = self.conv2(self.relu(self.conv1(h)))
-        if self.writes_all:
-            return x + r
-        return x.index_add(1, self.out_idx, r)
+        if torch.is_grad_enabled():
+            return x + r if self.writes_all else x.index_add(1, self.out_idx, r)
+        return x.add_(r) if self.writes_all else x.index_add_(1, self.out_idx, r)
 
     def extra_repr(self) -> str:
         return f'reads {self.in_idx.numel()}/{self.width}, writes {self.out_idx.numel()}/{self.width}'

@@ -207,3 +207,20 @@ def test_prune_on_cuda_is_exact():
     prune(net, pruned, topo)
     assert net.trunk.main[2][1].out_idx.is_cuda
     assert max_diff(run(net, x), ref) <= EXACT
+
+
+@pytest.mark.parametrize('n_out', [3, 6])
+def test_rsc_block_inference_path_matches_autograd_path(n_out):
+    """Without autograd the scatter writes into the block input in place; the result must not change, and with
+    autograd the input must stay untouched."""
+    from ssl_plugin.core import RSCBlock
+    torch.manual_seed(0)
+    conv1, conv2 = nn.Conv2d(4, 5, 3, padding=1).double(), nn.Conv2d(5, n_out, 3, padding=1).double()
+    block = RSCBlock(conv1, conv2, nn.ReLU(), torch.tensor([0, 2, 3, 5]), torch.arange(n_out), width=6)
+    x = torch.rand(2, 6, 7, 7, dtype=torch.float64)
+    x_copy = x.clone()
+    y_grad = block(x)
+    assert torch.equal(x, x_copy)
+    with torch.no_grad():
+        y_fast = block(x.clone())
+    assert max_diff(y_grad.detach(), y_fast) == 0
