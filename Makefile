@@ -26,6 +26,7 @@ $(STAMP): $(SETUP_INPUTS) | $(PY)
 	$(PIP) install -c constraints.txt torch torchvision numpy setuptools wheel
 	$(PIP) install --no-build-isolation -c constraints.txt basicsr==1.4.2
 	$(PIP) install --no-build-isolation -c constraints.txt -e '.[mmagic,dev]'
+	$(PY) -m ssl_plugin.basicsr_plugin install
 	touch $@
 
 # pytest exit code 5 means "no tests collected": that is a failure, not a green run.

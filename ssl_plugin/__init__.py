@@ -9,3 +9,7 @@ from . import compat as _compat
 __version__ = "0.1.0"
 
 _compat.apply()
+
+from .basicsr_plugin.autoload import install_hook as _install_basicsr_hook  # noqa: E402
+
+_install_basicsr_hook()  # registers the BasicSR parts as soon as basicsr is imported (SSL_PLUGIN_DISABLE=1: off)

@@ -29,6 +29,9 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
         env.pop(var, None)
+    # `make setup` installs the BasicSR import hook, which applies the shims whenever basicsr is imported; switch it
+    # off so that "without ssl_plugin" really means without the shims (import ssl_plugin still applies them).
+    env["SSL_PLUGIN_DISABLE"] = "1"
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=cwd,

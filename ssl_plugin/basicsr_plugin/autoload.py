@@ -5,7 +5,7 @@
 How: a meta-path finder wraps the loader of the top-level ``basicsr`` package. Before BasicSR's ``__init__`` runs it
 imports ``ssl_plugin`` (which applies ``ssl_plugin.compat``: without the torchvision shim ``import basicsr`` fails on
 current torchvision); right after, it imports the plugin's registering modules. ``import ssl_plugin`` installs the
-finder in the current process; ``python -m ssl_plugin.basicsr_plugin.autoload install`` (run by ``make setup``) writes
+finder in the current process; ``python -m ssl_plugin.basicsr_plugin install`` (run by ``make setup``) writes
 a one-line ``ssl_plugin_basicsr.pth`` into site-packages that installs it at interpreter start-up, cheaply: this
 file only needs the standard library until ``basicsr`` is actually imported.
 
@@ -150,7 +150,7 @@ def uninstall(site: str | None = None) -> str | None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m ssl_plugin.basicsr_plugin.autoload',
+    parser = argparse.ArgumentParser(prog='python -m ssl_plugin.basicsr_plugin',
                                      description='Install / remove the hook that registers ssl_plugin in BasicSR.')
     parser.add_argument('action', choices=['install', 'uninstall', 'status'])
     parser.add_argument('--site', default=None, help=f'site-packages folder (default: {site_dir()})')
