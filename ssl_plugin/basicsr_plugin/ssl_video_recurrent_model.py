@@ -9,7 +9,6 @@ BasicSR's own.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter, OrderedDict
 from copy import deepcopy
 
@@ -28,7 +27,6 @@ from ..core import (
     cost_summary,
     describe,
     frozen_teacher,
-    gamma_stats,
     scaling_factors,
     teacher_hidden_states,
 )
@@ -307,31 +305,11 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         return log
 
     def ssl_log_values(self) -> dict:
-        """Stage, α, |S| and mean |γ| of pruned vs kept units (overall; per layer with ``logger.ssl_per_layer``)."""
-        c = self.controller
-        values = OrderedDict(ssl_stage=0.0 if c.stage == SPARSITY else 1.0)
-        if c.pruned is not None:
-            values['ssl_num_pruned'] = float(sum(v.numel() for v in c.pruned.values()))
-        if c.stage == SPARSITY and c.sir is not None:
-            values['ssl_alpha'] = c.sir.current_alpha()
-            bare = self.get_bare_model(self.net_g)
-            gammas = scaling_factors(bare, describe(bare))
-            pruned_all, kept_all = [], []
-            for key, g in gammas.items():
-                mask = torch.zeros(g.numel(), dtype=torch.bool)
-                idx = c.pruned.get(key)
-                if idx is not None and idx.numel():
-                    mask[idx] = True
-                g = g.detach().abs().float().cpu()
-                pruned_all.append(g[mask])
-                kept_all.append(g[~mask])
-            values['ssl_gamma_pruned'] = float(torch.cat(pruned_all).mean()) if pruned_all else math.nan
-            values['ssl_gamma_kept'] = float(torch.cat(kept_all).mean()) if kept_all else math.nan
-            if self.opt.get('logger', {}).get('ssl_per_layer'):
-                for key, (p, k) in gamma_stats(gammas, c.pruned).items():
-                    values[f'ssl_gamma_pruned/{key}'] = p
-                    values[f'ssl_gamma_kept/{key}'] = k
-        return values
+        """The controller's values with BasicSR-style names (``ssl_alpha``, ``ssl_gamma_pruned``, ...); per layer
+        (``ssl_gamma_pruned/<key>``) with ``logger.ssl_per_layer``."""
+        per_layer = bool(self.opt.get('logger', {}).get('ssl_per_layer'))
+        values = self.controller.log_values(self.get_bare_model(self.net_g), per_layer=per_layer)
+        return OrderedDict((f'ssl_{k}', v) for k, v in values.items())
 
     @master_only
     def _log_selection(self, logger, net, dense=None) -> None:

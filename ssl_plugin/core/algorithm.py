@@ -186,15 +186,30 @@ class SSLController:
         return c
 
     # -- logging ---------------------------------------------------------------------------------------------
-    def log_values(self, net: nn.Module) -> dict[str, float]:
-        """Scalars to log: stage, α, |S| and mean γ of pruned vs kept units per key."""
-        out = {'ssl/stage': 0.0 if self.stage == SPARSITY else 1.0}
+    def log_values(self, net: nn.Module, per_layer: bool = True) -> dict[str, float]:
+        """Scalars to log (each host adds its own prefix): ``stage`` (0 sparsity, 1 finetune), ``num_pruned`` (|S|),
+        and during sparsity ``alpha``, ``gamma_pruned`` / ``gamma_kept`` (mean |γ| over all pruned / kept units) and,
+        with ``per_layer``, ``gamma_pruned/<key>`` / ``gamma_kept/<key>`` (the data of the paper's supplementary
+        Fig. 1; NaN where a side is empty)."""
+        out = {'stage': 0.0 if self.stage == SPARSITY else 1.0}
         if self.pruned is not None:
-            out['ssl/num_pruned'] = float(sum(v.numel() for v in self.pruned.values()))
+            out['num_pruned'] = float(sum(v.numel() for v in self.pruned.values()))
         if self.stage == SPARSITY and self.sir is not None:
-            out['ssl/alpha'] = self.sir.current_alpha()
+            out['alpha'] = self.sir.current_alpha()
             net = bare_model(net)
-            for key, (p, k) in gamma_stats(scaling_factors(net, describe(net)), self.pruned).items():
-                out[f'gamma_pruned/{key}'] = p
-                out[f'gamma_kept/{key}'] = k
+            gammas = scaling_factors(net, describe(net))
+            stats = gamma_stats(gammas, self.pruned)
+            for side, col in (('pruned', 0), ('kept', 1)):
+                total = count = 0.0
+                for key, g in gammas.items():
+                    n = self.pruned[key].numel() if key in self.pruned else 0
+                    n = n if side == 'pruned' else g.numel() - n
+                    if n:
+                        total += stats[key][col] * n
+                        count += n
+                out[f'gamma_{side}'] = total / count if count else float('nan')
+            if per_layer:
+                for key, (p, k) in stats.items():
+                    out[f'gamma_pruned/{key}'] = p
+                    out[f'gamma_kept/{key}'] = k
         return out

@@ -97,19 +97,15 @@ class SSLPruningHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         # Values in effect for this iteration's loss; LoggerHook reads them after the iteration.
         model = self._model(runner)
-        values = model.ssl_controller.log_values(model.generator)
+        per_key_due = self.every_n_train_iters(runner, self._log_interval(runner)) or runner.iter == 0
+        values = model.ssl_controller.log_values(model.generator, per_layer=per_key_due)
         hub = runner.message_hub
-        hub.update_scalar('train/ssl/stage', values['ssl/stage'])
-        if 'ssl/alpha' in values:
-            hub.update_scalar('train/ssl/alpha', values['ssl/alpha'])
-            for side in ('pruned', 'kept'):
-                vals = [v for k, v in values.items() if k.startswith(f'gamma_{side}/') and not math.isnan(v)]
-                if vals:
-                    hub.update_scalar(f'train/ssl/gamma_{side}', sum(vals) / len(vals))
-        if self.every_n_train_iters(runner, self._log_interval(runner)) or runner.iter == 0:
-            per_key = {f'ssl/{k}': v for k, v in values.items() if k.startswith('gamma_') and not math.isnan(v)}
-            if per_key:
-                runner.visualizer.add_scalars(per_key, step=runner.iter + 1)
+        for name in ('stage', 'alpha', 'gamma_pruned', 'gamma_kept'):
+            if name in values and not math.isnan(values[name]):
+                hub.update_scalar(f'train/ssl/{name}', values[name])
+        per_key = {f'ssl/{k}': v for k, v in values.items() if '/' in k and not math.isnan(v)}
+        if per_key:
+            runner.visualizer.add_scalars(per_key, step=runner.iter + 1)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         model = self._model(runner)

@@ -121,8 +121,9 @@ def test_ssl_method_full_cycle():
             break
     assert due == [7] and ctrl.prune_due
     logs = ctrl.log_values(net)
-    assert logs['ssl/stage'] == 0.0 and logs['ssl/alpha'] == pytest.approx(0.1)
-    assert logs['ssl/num_pruned'] == sum(v.numel() for v in ctrl.pruned.values())
+    assert logs['stage'] == 0.0 and logs['alpha'] == pytest.approx(0.1)
+    assert logs['gamma_pruned'] < logs['gamma_kept']
+    assert logs['num_pruned'] == sum(v.numel() for v in ctrl.pruned.values())
     assert any(k.startswith('gamma_pruned/') for k in logs) and any(k.startswith('gamma_kept/') for k in logs)
     # SIR shrank the γ of S below the others.
     shrunk = [float(g[ctrl.pruned[k]].abs().mean()) for k, g in gammas.items() if ctrl.pruned[k].numel()]
@@ -133,7 +134,7 @@ def test_ssl_method_full_cycle():
     spec = ctrl.prune(net, others=[ema])
     assert ctrl.stage == 'finetune' and not ctrl.prune_due and spec == ctrl.spec
     assert ctrl.regularization_loss(net) is None and ctrl.step() is False
-    assert ctrl.log_values(net) == {'ssl/stage': 1.0, 'ssl/num_pruned': logs['ssl/num_pruned']}
+    assert ctrl.log_values(net) == {'stage': 1.0, 'num_pruned': logs['num_pruned']}
     # EMA is pruned identically: same keys and shapes, same RSC indices.
     assert {k: v.shape for k, v in ema.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
     for name, buf in net.named_buffers():
