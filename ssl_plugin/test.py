@@ -14,16 +14,11 @@ if __package__ in (None, ''):  # run as a script: make the repository's ssl_plug
         sys.path.insert(0, _root)
 
 import ssl_plugin  # noqa: E402,F401  (compat shims before basicsr)
-from ssl_plugin.basicsr_plugin import register  # noqa: E402
-from ssl_plugin.basicsr_plugin.launch import use_cpu_friendly_launch  # noqa: E402
+from ssl_plugin.basicsr_plugin.launch import run_pipeline  # noqa: E402
 
 
 def main(root_path=None):
-    register()
-    use_cpu_friendly_launch()
-    from basicsr.test import test_pipeline
-
-    test_pipeline(os.path.abspath(root_path or os.getcwd()))
+    run_pipeline('test', root_path)
 
 
 if __name__ == '__main__':

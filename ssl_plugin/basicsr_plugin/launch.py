@@ -57,3 +57,19 @@ def use_cpu_friendly_launch() -> bool:
     host_train.load_resume_state = load_resume_state
     host_options.init_dist = init_dist
     return True
+
+
+def run_pipeline(kind: str, root_path=None) -> None:
+    """BasicSR's ``train_pipeline`` or ``test_pipeline`` (``kind``) with the plugin registered and, without CUDA, the
+    CPU-friendly resume / DDP launch; outputs go under ``root_path`` (default: the current directory)."""
+    from . import register
+
+    register()
+    use_cpu_friendly_launch()
+    if kind == 'train':
+        from basicsr.train import train_pipeline as pipeline
+    elif kind == 'test':
+        from basicsr.test import test_pipeline as pipeline
+    else:
+        raise ValueError(f"kind must be 'train' or 'test', got {kind!r}")
+    pipeline(os.path.abspath(root_path or os.getcwd()))
