@@ -20,15 +20,19 @@ MACs (torch's FLOP counter), with and without SPyNet (which SSL does not prune).
 ``quality.md`` to ``--out``, then the scaling-factor and hidden-state plots of the ``ssl`` runs (``--no-plots``
 skips them).
 
-Default data (CPU, about 40 min on 2 shared cores): the real clips bundled with the project, BI x4: bikes frames 0-199
-(two 100-frame clips) for training, the first 50 frames of carphone (another scene) for testing. No pretrained
-weights can be downloaded here, so SPyNet starts at zero flow (its last conv per level zeroed) and stays frozen in
-every run: the small networks recur without motion compensation. ``--spynet-path`` gives it real weights.
+Default data (CPU: 21 min measured on 2 shared cores, up to ~40 under heavier load): the real clips bundled with
+the project, BI x4: bikes frames 0-199 (two 100-frame clips) for training, the first 50 frames of carphone (another
+scene) for testing. No pretrained weights can be downloaded here, so SPyNet starts at zero flow (its last conv per
+level zeroed) and stays frozen in every run: the small networks recur without motion compensation.
+``--spynet-path`` gives it real weights.
 
     python benchmarks/quality.py                                  # everything, defaults above
     python benchmarks/quality.py --data-gt datasets/REDS/train_sharp \\
         --data-lq datasets/REDS/train_sharp_bicubic/X4 --meta-info meta_info_REDS_GT.txt --test-clips 000,011,015,020 \\
-        --num-feat 64 --num-block 30 ...                          # REDS on a GPU (see the README)
+        --test-frames 0 --num-feat 64 --num-block 30 ...          # REDS on a GPU (see the README)
+
+With ``--pretrained`` no teacher is trained, but ``--dense-iters`` still sets the lite network's budget (it trains for
+``--dense-iters`` + ``--finetune-iters``): give the teacher's training length there.
 """
 from __future__ import annotations
 
