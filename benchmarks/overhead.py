@@ -28,7 +28,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmark_env import code_version  # noqa: E402  (benchmarks/ is the script directory)
 
 import ssl_plugin  # noqa: E402,F401  (host compatibility shims before basicsr)
 
@@ -155,16 +156,6 @@ def describe_machine(device: str) -> str:
         pass
     return f'{cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}'
 
-
-def code_version() -> dict:
-    """The commit the product's code came from, and whether its files differed from it (so results can be traced)."""
-    def git(*cmd):
-        try:
-            return subprocess.run(['git', *cmd], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ''
-    changed = git('status', '--porcelain', '--', 'ssl_plugin', 'benchmarks')
-    return {'commit': git('rev-parse', 'HEAD') or None, 'uncommitted_changes': changed.splitlines() if changed else []}
 
 
 def markdown(result: dict) -> str:

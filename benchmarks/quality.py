@@ -54,6 +54,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmark_env import code_version  # noqa: E402  (benchmarks/ is the script directory)
+
 import ssl_plugin  # noqa: E402,F401  (host compatibility shims before basicsr)
 
 TRAIN = REPO / 'ssl_plugin' / 'train.py'
@@ -428,16 +430,6 @@ def machine() -> str:
     gpu = f', GPU {torch.cuda.get_device_name(0)}' if torch.cuda.is_available() else ''
     return f'{cpu}, {cores} cores{gpu}; torch {torch.__version__}, Python {platform.python_version()}'
 
-
-def code_version() -> dict:
-    """The commit the product's code came from, and whether its files differed from it (so results can be traced)."""
-    def git(*cmd):
-        try:
-            return subprocess.run(['git', *cmd], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ''
-    changed = git('status', '--porcelain', '--', 'ssl_plugin', 'benchmarks')
-    return {'commit': git('rev-parse', 'HEAD') or None, 'uncommitted_changes': changed.splitlines() if changed else []}
 
 
 def markdown(result: dict) -> str:
