@@ -224,3 +224,56 @@ def test_rsc_block_inference_path_matches_autograd_path(n_out):
     with torch.no_grad():
         y_fast = block(x.clone())
     assert max_diff(y_grad.detach(), y_fast) == 0
+
+
+def _rsc_block(n_out: int, reads_all: bool = False) -> RSCBlock:
+    torch.manual_seed(0)
+    in_idx = torch.arange(6) if reads_all else torch.tensor([0, 2, 3, 5])
+    conv1, conv2 = nn.Conv2d(len(in_idx), 5, 3, padding=1).double(), nn.Conv2d(5, n_out, 3, padding=1).double()
+    out_idx = torch.tensor([1, 4, 5]) if n_out == 3 else torch.arange(6)
+    return RSCBlock(conv1, conv2, nn.ReLU(), in_idx, out_idx, width=6)
+
+
+@pytest.mark.parametrize('n_out,reads_all', [(3, False), (6, False), (3, True)])
+def test_rsc_block_channels_last_computes_what_nchw_computes(n_out, reads_all):
+    """channels_last inputs take the (pixels, channels) gather / scatter: same values and gradients as the NCHW
+    path, the output stays channels_last, and with autograd the input is left untouched."""
+    block = _rsc_block(n_out, reads_all)
+    x = torch.rand(2, 6, 5, 7, dtype=torch.float64)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert not x_cl.is_contiguous()
+
+    w = torch.rand(2, 6, 5, 7, dtype=torch.float64)
+
+    def forward_backward(inp):
+        block.zero_grad()
+        inp = inp.clone().requires_grad_()
+        y = block(inp)
+        (y * w).sum().backward()
+        return inp, y.detach(), [p.grad.clone() for p in block.parameters()]
+
+    x_ref, y_ref, grads_ref = forward_backward(x)
+    x_cl_in, y, grads = forward_backward(x_cl)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert max_diff(y, y_ref) <= EXACT
+    assert torch.equal(x_cl_in.detach(), x_cl)  # autograd path: out of place
+    assert max_diff(x_cl_in.grad, x_ref.grad) <= EXACT
+    assert all(max_diff(a, b) <= EXACT for a, b in zip(grads, grads_ref))
+
+    with torch.no_grad():
+        y_fast = block(x_cl.clone())
+    assert y_fast.is_contiguous(memory_format=torch.channels_last)
+    assert max_diff(y_fast, y_ref) <= EXACT
+
+
+def test_pruned_network_in_channels_last_equals_nchw(pruned_case):
+    """A whole pruned BasicVSR moved to channels_last (the fast CPU layout) computes the same output."""
+    case = pruned_case(*CASES[0])
+    net = copy.deepcopy(case.net).to(memory_format=torch.channels_last)
+    seen = []
+    for m in net.modules():
+        if isinstance(m, RSCBlock) and not (m.reads_all and m.writes_all):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(
+                args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
+    assert max_diff(run(net, case.x), case.y_pruned) <= EXACT
+    assert seen and all(seen)  # the blocks really received channels_last tensors
