@@ -43,14 +43,34 @@ def _kept_count(n: int, n_pruned: int, align: int) -> int:
     return kept
 
 
+def _global_marks(scores: dict[str, torch.Tensor], keys: list[str], ratio: float) -> dict[str, torch.Tensor]:
+    """The ``ceil(p*N)`` smallest scores of the pool, skipping any that would leave its key without a unit."""
+    sizes = torch.tensor([scores[k].numel() for k in keys])
+    flat = torch.cat([scores[k] for k in keys])
+    owner = torch.repeat_interleave(torch.arange(len(keys)), sizes)
+    index = torch.cat([torch.arange(n) for n in sizes.tolist()])
+    n_pruned = min(math.ceil(round(ratio * flat.numel(), 9)), flat.numel())
+    order = torch.sort(flat, stable=True).indices
+    owner_sorted = owner[order]
+    # Rank of each unit among its own key's units in pool order; a key's last unit (rank n - 1) is never marked.
+    rank = torch.empty_like(order)
+    for i in range(len(keys)):
+        at = torch.nonzero(owner_sorted == i).flatten()
+        rank[at] = torch.arange(at.numel())
+    order = order[rank < sizes[owner_sorted] - 1][:n_pruned]
+    return {k: torch.sort(index[order][owner[order] == i]).values for i, k in enumerate(keys)}
+
+
 def select_unimportant(scores: dict[str, torch.Tensor], ratio: float, scope: str = 'global',
                        align: int = 1) -> dict[str, torch.Tensor]:
     """Indices (sorted, int64) of the units to prune, per key.
 
     * ``global`` (the paper): pool every score, mark the ``ceil(p*N)`` smallest; ``local``: ``ceil(p*n)`` per key.
     * ties are broken by position (key order, then index), so the choice is deterministic;
-    * every key keeps at least one unit, and with ``align > 1`` the kept count is rounded up to a multiple of
-      ``align`` (fewer units pruned) so the pruned convs keep GPU-friendly widths.
+    * every key keeps at least one unit: in the global pool a key's last unit is passed over and the next smallest
+      score elsewhere is taken instead, so exactly ``ceil(p*N)`` units are marked whenever that is possible;
+    * with ``align > 1`` the kept count is rounded up to a multiple of ``align`` (fewer units pruned, the
+      highest-scoring marked ones are given back) so the pruned convs keep hardware-friendly widths.
     """
     if not 0.0 < ratio < 1.0:
         raise ValueError(f'pruning ratio must be in (0, 1), got {ratio}')
@@ -62,12 +82,7 @@ def select_unimportant(scores: dict[str, torch.Tensor], ratio: float, scope: str
         raise ValueError('no prunable units (is everything skipped?)')
     keys = list(scores)
     if scope == 'global':
-        flat = torch.cat([scores[k] for k in keys])
-        owner = torch.cat([torch.full((scores[k].numel(),), i) for i, k in enumerate(keys)])
-        index = torch.cat([torch.arange(scores[k].numel()) for k in keys])
-        n_pruned = min(math.ceil(round(ratio * flat.numel(), 9)), flat.numel())
-        order = torch.sort(flat, stable=True).indices[:n_pruned]
-        marked = {k: torch.sort(index[order][owner[order] == i]).values for i, k in enumerate(keys)}
+        marked = _global_marks(scores, keys, ratio)
     else:
         marked = {}
         for k in keys:

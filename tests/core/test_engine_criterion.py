@@ -56,9 +56,8 @@ def test_global_count_spans_keys():
 def test_ties_are_broken_by_position_deterministically():
     scores = {'a': t(1, 1, 1, 1), 'b': t(1, 1, 1, 1)}
     first = as_lists(select_unimportant(scores, 0.5, 'global'))
-    # ceil(0.5 * 8) = 4 marked in key order (all of a); a must keep one, so its last index is given back
-    # (the engine does not re-assign it to b: a global run may prune fewer than ceil(p*N) units).
-    assert first == {'a': [0, 1, 2], 'b': []}
+    # ceil(0.5 * 8) = 4 taken in key order; a must keep one, so its last index is passed over and b's first taken.
+    assert first == {'a': [0, 1, 2], 'b': [0]}
     for _ in range(3):
         assert as_lists(select_unimportant(scores, 0.5, 'global')) == first
     assert as_lists(select_unimportant(scores, 0.5, 'local')) == {'a': [0, 1], 'b': [0, 1]}
@@ -67,8 +66,10 @@ def test_ties_are_broken_by_position_deterministically():
 def test_at_least_one_unit_kept_per_key():
     scores = {'small': t(0, 0, 0), 'big': t(5, 6, 7, 8, 9)}
     pruned = select_unimportant(scores, 0.5, 'global')
-    assert pruned['small'].tolist() == [0, 1]  # all three were among the 4 smallest; the last one is given back
-    assert pruned['big'].tolist() == [0]
+    # All three of small are among the 4 smallest; its last is passed over and the next smallest (big's 6) taken,
+    # so still ceil(0.5 * 8) = 4 units go.
+    assert pruned['small'].tolist() == [0, 1]
+    assert pruned['big'].tolist() == [0, 1]
     pruned = select_unimportant({'one': t(3.0)}, 0.9, 'local')
     assert pruned['one'].numel() == 0
 
@@ -146,3 +147,25 @@ def test_a_skip_pattern_matching_nothing_is_an_error():
 def test_kept_indices_is_the_sorted_complement():
     assert kept_indices(6, torch.tensor([4, 1])).tolist() == [0, 2, 3, 5]
     assert kept_indices(3, torch.empty(0, dtype=torch.int64)).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_global_marks_ceil_p_n_and_passes_over_last_units(seed):
+    """With small layers that the pool would empty, global selection still marks ceil(p*N) units (when the
+    one-kept rule allows) and they are the smallest possible: no kept unit of a key that keeps two or more scores
+    below a marked unit."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(1, 7, (5,), generator=g).tolist()
+    # The first key's scores are tiny: the pool would take all of them.
+    scores = {f'k{i}': torch.rand(n, generator=g, dtype=torch.float64) + (0 if i else -10)
+              for i, n in enumerate(sizes)}
+    ratio = float(torch.rand(1, generator=g)) * 0.8 + 0.1
+    pruned = select_unimportant(scores, ratio, 'global')
+    total = sum(sizes)
+    assert sum(v.numel() for v in pruned.values()) == min(math.ceil(round(ratio * total, 9)), total - len(sizes))
+    marked = torch.cat([scores[k][v] for k, v in pruned.items()])
+    for k, v in pruned.items():
+        kept = kept_indices(scores[k].numel(), v)
+        assert kept.numel() >= 1
+        if kept.numel() >= 2 and marked.numel():
+            assert scores[k][kept].min() >= marked.max()
