@@ -3,16 +3,23 @@
 Builds BasicSR's BasicVSR (default 64 channels, 30 blocks per branch, as in the paper), prunes copies of it at several
 ratios with the engine (L1 selection, RSC residual blocks, pixel-shuffle group cuts) and times dense and pruned
 forwards in one run, interleaved round-robin so that a change in machine load hits every model alike. Reports params,
-MACs (torch's FLOP counter), the MAC ratio dense/pruned, the median time of each, the speedup and speedup / MAC ratio
-(1.0 = the pruned network is as fast as its MAC count promises).
+MACs (torch's FLOP counter), the MAC ratio dense/pruned, the median time of each, the speedup (median over rounds of
+dense time / pruned time in that round) and speedup / MAC ratio (1.0 = the pruned network is as fast as its MAC count
+promises).
+
+Defaults follow the paper's inference setting as far as a CPU allows: REDS-size LR frames (180x320), batch 1, and both
+memory layouts, because on CPU ``channels_last`` is the faster layout for the dense network too (oneDNN computes in
+channel blocks; NCHW tensors are reordered around every conv) and a deployment would use it. A quicker look:
+``--size 64 64``. Each (device, layout) pair is timed in its own rounds and reported against its own dense baseline.
 
 Selection: BasicSR initialises residual convs x0.1, so on a randomly initialised network *global* L1 selection would
 remove residual-block units first and almost nothing else; that is not what a trained network looks like. The default
 is therefore ``--scope local`` (the same fraction of every layer); ``--weights random`` redraws every prunable conv
 from one distribution so that ``--scope global`` is meaningful as well.
 
-    python benchmarks/speed.py                       # CPU (+ CUDA when present), ratios 0.3 0.5 0.7
+    python benchmarks/speed.py                       # CPU (+ CUDA when present), ratios 0.3 0.5 0.7, both layouts
     python benchmarks/speed.py --json speed.json     # also write the rows as JSON
+    python benchmarks/speed.py --breakdown           # also time and count each top-level part (SPyNet, trunks, ...)
 """
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ except ImportError:  # run from a checkout without installation
 
 from ssl_plugin.core import count_macs, count_params, describe, l1_scores, prune, select_unimportant
 
+LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -43,19 +52,24 @@ def parse_args(argv=None):
     p.add_argument('--num-feat', type=int, default=64, help='BasicVSR num_feat (trunk width)')
     p.add_argument('--num-block', type=int, default=30, help='BasicVSR num_block (residual blocks per branch)')
     p.add_argument('--frames', type=int, default=5, help='frames per clip')
-    p.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'), help='LR frame size')
+    p.add_argument('--size', type=int, nargs=2, default=[180, 320], metavar=('H', 'W'),
+                   help='LR frame size (default: REDS, 180x320)')
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--scope', choices=['local', 'global'], default='local', help='L1 selection scope (see above)')
     p.add_argument('--align', type=int, default=1, help='round kept counts up to a multiple of this')
     p.add_argument('--weights', choices=['init', 'random'], default='init',
                    help="'init': BasicSR's initialisation; 'random': every prunable conv from N(0, 0.02)")
-    p.add_argument('--repeats', type=int, default=5, help='timed forwards per model (median reported)')
+    p.add_argument('--repeats', type=int, default=3,
+                   help='timed rounds (one forward of every model each); medians reported')
     p.add_argument('--warmup', type=int, default=1, help='untimed forwards per model first')
     p.add_argument('--devices', nargs='+', default=None, help='default: cpu, plus cuda when available')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: every usable core)')
-    p.add_argument('--channels-last', action='store_true', help='run the convs in channels_last memory format')
+    p.add_argument('--layouts', nargs='+', choices=list(LAYOUTS), default=list(LAYOUTS),
+                   help='memory layouts to time (default: both)')
     p.add_argument('--profile', action='store_true',
                    help='also print where the time goes (torch.profiler, per op) for dense and each pruned net')
+    p.add_argument('--breakdown', action='store_true',
+                   help='also time and count MACs of each top-level part of the network, dense vs each pruned net')
     p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
@@ -93,7 +107,8 @@ def _sync(device):
 
 
 def time_models(models: dict, x, device, repeats, warmup) -> dict:
-    """Median seconds per forward of each model; models take turns so load changes hit all of them alike."""
+    """Seconds of each timed forward per model; models take turns (one round = one forward of each), so a change in
+    machine speed hits every model of a round alike."""
     times = {name: [] for name in models}
     with torch.inference_mode():
         for rep in range(warmup + repeats):
@@ -104,7 +119,7 @@ def time_models(models: dict, x, device, repeats, warmup) -> dict:
                 _sync(device)
                 if rep >= warmup:
                     times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def profile_ops(models: dict, x, device, top=10) -> None:
@@ -124,6 +139,59 @@ def profile_ops(models: dict, x, device, top=10) -> None:
         for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
             print(f'   {e.key:<40}{getattr(e, key) / 1e3:>10.1f} ms {100 * getattr(e, key) / total:>6.1f}%'
                   f'{e.count:>7} calls')
+
+
+def breakdown(models: dict, x, device) -> dict:
+    """Seconds and MACs per top-level child of each model over one forward; 'rest' is the forward's own ops (flow
+    warping, concatenation, ...). Tells which parts keep their MAC cut and which do not shrink at all."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    for name, net in models.items():
+        seconds, handles = {}, []
+        for child_name, child in net.named_children():
+            def pre(mod, inp):
+                _sync(device)
+                mod._speed_t0 = time.perf_counter()
+
+            def post(mod, inp, res, key=child_name):
+                _sync(device)
+                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - mod._speed_t0
+            handles += [child.register_forward_pre_hook(pre), child.register_forward_hook(post)]
+        try:
+            with torch.inference_mode():
+                _sync(device)
+                start = time.perf_counter()
+                net(x)
+                _sync(device)
+                total = time.perf_counter() - start
+        finally:
+            for h in handles:
+                h.remove()
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(x)
+        prefix = type(net).__name__ + '.'
+        macs = {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
+                if k.startswith(prefix) and '.' not in k[len(prefix):]}
+        seconds['rest'] = total - sum(seconds.values())
+        out[name] = {part: {'s': t, 'macs': macs.get(part, 0)} for part, t in seconds.items()}
+    return out
+
+
+def print_breakdown(parts: dict, label: str) -> None:
+    dense = parts['dense']
+    for name, pr in parts.items():
+        if name == 'dense':
+            continue
+        print(f'-- {label}, pruned {name}: per part, one forward (dense -> pruned)')
+        print(f'   {"part":<16}{"dense ms":>10}{"pruned ms":>11}{"speed-up":>10}{"MAC ratio":>11}'
+              f'{"share of pruned":>17}')
+        total = sum(v['s'] for v in pr.values())
+        for part in sorted(dense, key=lambda k: -dense[k]['s']):
+            d, q = dense[part], pr[part]
+            mr = f'{d["macs"] / q["macs"]:.2f}' if q['macs'] else '-'
+            print(f'   {part:<16}{d["s"] * 1e3:>10.1f}{q["s"] * 1e3:>11.1f}{d["s"] / q["s"]:>10.2f}{mr:>11}'
+                  f'{100 * q["s"] / total:>16.1f}%')
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -152,31 +220,36 @@ def main(argv=None):
     rows = []
     for dev in devices:
         device = torch.device(dev)
-        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-        models = {name: net.to(device=device, memory_format=fmt) for name, net in nets.items()}
+        name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu x{torch.get_num_threads()}'
         x = x_cpu.to(device)
         if device.type == 'cuda':
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernel per conv
-        t = time_models(models, x, device, args.repeats, args.warmup)
-        if args.profile:
-            profile_ops(models, x, device)
-        name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu x{torch.get_num_threads()}'
-        for r in args.ratios:
-            mac_ratio = macs['dense'] / macs[r]
-            speedup = t['dense'] / t[r]
-            rows.append({'device': dev, 'device_name': name, 'ratio': r, 'params_dense': params['dense'],
-                         'params_pruned': params[r], 'macs_dense': macs['dense'], 'macs_pruned': macs[r],
-                         'mac_ratio': mac_ratio, 'time_dense_s': t['dense'], 'time_pruned_s': t[r],
-                         'speedup': speedup, 'speedup_per_mac_ratio': speedup / mac_ratio})
+        for layout in args.layouts:
+            models = {k: net.to(device=device, memory_format=LAYOUTS[layout]) for k, net in nets.items()}
+            t = time_models(models, x, device, args.repeats, args.warmup)
+            if args.profile:
+                profile_ops(models, x, device)
+            if args.breakdown:
+                print_breakdown(breakdown(models, x, device), f'{name} {layout}')
+            for r in args.ratios:
+                mac_ratio = macs['dense'] / macs[r]
+                # The median of per-round ratios: a round's dense and pruned forwards ran at the same machine speed.
+                speedup = statistics.median(d / q for d, q in zip(t['dense'], t[r]))
+                rows.append({'device': dev, 'device_name': name, 'layout': layout, 'ratio': r,
+                             'params_dense': params['dense'], 'params_pruned': params[r], 'macs_dense': macs['dense'],
+                             'macs_pruned': macs[r], 'mac_ratio': mac_ratio,
+                             'time_dense_s': statistics.median(t['dense']), 'time_pruned_s': statistics.median(t[r]),
+                             'speedup': speedup, 'speedup_per_mac_ratio': speedup / mac_ratio,
+                             'times_dense_s': t['dense'], 'times_pruned_s': t[r]})
         for net in nets.values():
-            net.to('cpu')
+            net.to(device='cpu', memory_format=torch.contiguous_format)
 
-    header = (f'{"device":<14}{"ratio":>6}{"params":>18}{"GMACs":>16}{"mac_ratio":>10}{"dense ms":>10}'
+    header = (f'{"device":<14}{"layout":<14}{"ratio":>6}{"params":>18}{"GMACs":>16}{"mac_ratio":>10}{"dense ms":>10}'
               f'{"pruned ms":>11}{"speedup":>9}{"speedup/mac":>13}')
     print(header)
     print('-' * len(header))
     for row in rows:
-        print(f'{row["device_name"]:<14}{row["ratio"]:>6.2f}'
+        print(f'{row["device_name"]:<14}{row["layout"]:<14}{row["ratio"]:>6.2f}'
               f'{row["params_dense"] / 1e6:>8.2f}M->{row["params_pruned"] / 1e6:>6.2f}M'
               f'{row["macs_dense"] / 1e9:>7.1f}->{row["macs_pruned"] / 1e9:>6.1f}{row["mac_ratio"]:>10.2f}'
               f'{row["time_dense_s"] * 1e3:>10.1f}{row["time_pruned_s"] * 1e3:>11.1f}{row["speedup"]:>9.2f}'
