@@ -1,8 +1,9 @@
 """Where does a pruned residual block's time go? One BasicVSR residual block, dense vs RSC, split into its parts.
 
 For each kept width k (the same k for the block's input channels, filters and output channels) it times: the dense
-block, the RSC block, its gather (``index_select``), its two convs on a contiguous k-channel tensor (the lower bound
-any RSC layout can reach), its scatter (``index_add``), and a bare k -> k conv, and reports convolution throughput so
+block, the RSC block, its gather (``RSCBlock.gather``: channel planes in NCHW, pixel rows in channels_last), its two
+convs on a contiguous k-channel tensor (the lower bound any RSC layout can reach), its scatter (``RSCBlock.scatter``,
+in place as in inference), and a bare k -> k conv, and reports convolution throughput so
 that widths the conv backend handles badly (not a multiple of 8 or 16) stand out.
 
     python benchmarks/rsc_block.py                        # CPU, all cores
@@ -88,13 +89,12 @@ def main(argv=None):
             idx = torch.sort(torch.randperm(c, generator=gen)[:k]).values
             block = RSCBlock(nn.Conv2d(k, k, 3, 1, 1), nn.Conv2d(k, k, 3, 1, 1), nn.ReLU(inplace=True), idx, idx,
                              c).to(device, memory_format=fmt).eval()
-            idx = idx.to(device)
-            hk = x.index_select(1, idx).contiguous(memory_format=fmt)
+            hk = block.gather(x).contiguous(memory_format=fmt)
             res = block.conv2(block.relu(block.conv1(hk)))
             t_rsc = median_ms(lambda: block(x), device, r)
-            t_gather = median_ms(lambda: x.index_select(1, idx), device, r)
+            t_gather = median_ms(lambda: block.gather(x), device, r)
             t_convs = median_ms(lambda: block.conv2(block.relu(block.conv1(hk))), device, r)
-            t_scatter = median_ms(lambda: x.index_add(1, idx, res), device, r)
+            t_scatter = median_ms(lambda: block.scatter(x, res), device, r)
             t_conv = median_ms(lambda: block.conv1(hk), device, r)
             mac_ratio = (c * c) / (k * k)
             gmacs = args.batch * k * k * 9 * h * w / (t_conv * 1e-3) / 1e9

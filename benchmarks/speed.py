@@ -12,6 +12,12 @@ memory layouts, because on CPU ``channels_last`` is the faster layout for the de
 channel blocks; NCHW tensors are reordered around every conv) and a deployment would use it. A quicker look:
 ``--size 64 64``. Each (device, layout) pair is timed in its own rounds and reported against its own dense baseline.
 
+Memory: glibc returns freed blocks above 32 MiB (and the top of its heap) to the kernel, so every forward at REDS size
+page-faults its large tensors in again (the HR tensors alone are 236 MB per frame in the dense net); that kernel time
+grows with tensor bytes, not MACs, and was ~20 % of this benchmark's wall time. ``--malloc keep`` tells glibc (via
+``mallopt``) to keep freed memory for reuse, as the caching allocators of tcmalloc / jemalloc or CUDA do; the default
+``system`` leaves the allocator alone. The setting is recorded in the JSON.
+
 Selection: BasicSR initialises residual convs x0.1, so on a randomly initialised network *global* L1 selection would
 remove residual-block units first and almost nothing else; that is not what a trained network looks like. The default
 is therefore ``--scope local`` (the same fraction of every layer); ``--weights random`` redraws every prunable conv
@@ -68,6 +74,8 @@ def parse_args(argv=None):
                    help='memory layouts to time (default: both)')
     p.add_argument('--profile', action='store_true',
                    help='also print where the time goes (torch.profiler, per op) for dense and each pruned net')
+    p.add_argument('--malloc', choices=['system', 'keep'], default='system',
+                   help="'keep': glibc keeps freed memory for reuse instead of unmapping it (see above)")
     p.add_argument('--breakdown', action='store_true',
                    help='also time and count MACs of each top-level part of the network, dense vs each pruned net')
     p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
@@ -194,6 +202,20 @@ def print_breakdown(parts: dict, label: str) -> None:
                   f'{100 * q["s"] / total:>16.1f}%')
 
 
+def keep_freed_memory() -> None:
+    """Stop glibc from unmapping freed large blocks and trimming its heap (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = max)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library('c')
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, 'mallopt'):
+        raise SystemExit('--malloc keep needs glibc (mallopt); use --malloc system, or preload tcmalloc / jemalloc')
+    m_trim_threshold, m_mmap_max = -1, -4
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
+        raise SystemExit('mallopt refused the --malloc keep settings')
+
+
 def write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
@@ -204,6 +226,8 @@ def write_json_atomic(path: Path, obj) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.malloc == 'keep':
+        keep_freed_memory()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     torch.set_num_threads(args.threads or cores)
     devices = args.devices or (['cpu'] + (['cuda'] if torch.cuda.is_available() else []))
@@ -216,7 +240,8 @@ def main(argv=None):
 
     print(f'BasicVSR num_feat={args.num_feat} num_block={args.num_block}, input {tuple(x_cpu.shape)}, '
           f'scope={args.scope} align={args.align} weights={args.weights}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} CPU threads, median of {args.repeats} (+{args.warmup} warm-up)')
+          f'{torch.get_num_threads()} CPU threads, malloc {args.malloc}, median of {args.repeats} rounds '
+          f'(+{args.warmup} warm-up)')
     rows = []
     for dev in devices:
         device = torch.device(dev)

@@ -48,28 +48,29 @@ class RSCBlock(nn.Module):
         self.writes_all = self.out_idx.numel() == self.width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _is_channels_last(x) and not (self.reads_all and self.writes_all):
-            return self._forward_channels_last(x)
-        h = x if self.reads_all else x.index_select(1, self.in_idx)
-        r = self.conv2(self.relu(self.conv1(h)))
-        if torch.is_grad_enabled():
-            return x + r if self.writes_all else x.index_add(1, self.out_idx, r)
-        return x.add_(r) if self.writes_all else x.index_add_(1, self.out_idx, r)
+        return self.scatter(x, self.conv2(self.relu(self.conv1(self.gather(x)))))
 
-    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        rows = _rows(x)
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """The kept input channels ``x[:, in_idx]``, in the layout of ``x``."""
         if self.reads_all:
-            h = x
-        else:
-            h = _from_rows(rows.gather(1, self.in_idx.expand(rows.shape[0], -1)), x)
-        r = self.conv2(self.relu(self.conv1(h)))
+            return x
+        if _is_channels_last(x):
+            rows = _rows(x)
+            return _from_rows(rows.gather(1, self.in_idx.expand(rows.shape[0], -1)), x)
+        return x.index_select(1, self.in_idx)
+
+    def scatter(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``r`` added into channels ``out_idx`` (in place on ``x`` when autograd is off)."""
+        grad = torch.is_grad_enabled()
         if self.writes_all:
-            return x + r if torch.is_grad_enabled() else x.add_(r)
-        r_rows = _rows(r)
-        if torch.is_grad_enabled():
-            return _from_rows(rows.index_add(1, self.out_idx, r_rows), x)
-        rows.index_add_(1, self.out_idx, r_rows)
-        return x
+            return x + r if grad else x.add_(r)
+        if _is_channels_last(x):
+            rows = _rows(x)
+            if grad:
+                return _from_rows(rows.index_add(1, self.out_idx, _rows(r)), x)
+            rows.index_add_(1, self.out_idx, _rows(r))
+            return x
+        return x.index_add(1, self.out_idx, r) if grad else x.index_add_(1, self.out_idx, r)
 
     def extra_repr(self) -> str:
         return f'reads {self.in_idx.numel()}/{self.width}, writes {self.out_idx.numel()}/{self.width}'
