@@ -77,7 +77,8 @@ def parse_args(argv=None):
     p.add_argument('--malloc', choices=['system', 'keep'], default='system',
                    help="'keep': glibc keeps freed memory for reuse instead of unmapping it (see above)")
     p.add_argument('--breakdown', action='store_true',
-                   help='also time and count MACs of each top-level part of the network, dense vs each pruned net')
+                   help='also time (timers on the top-level children during the timed rounds) and count MACs of each '
+                        'part of the network, dense vs each pruned net')
     p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
@@ -114,20 +115,55 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_models(models: dict, x, device, repeats, warmup) -> dict:
+def time_models(models: dict, x, device, repeats, warmup, parts=False):
     """Seconds of each timed forward per model; models take turns (one round = one forward of each), so a change in
-    machine speed hits every model of a round alike."""
+    machine speed hits every model of a round alike. With ``parts``, also the seconds of each top-level child per
+    timed forward (timers on the children; 'rest' is the forward's own ops: flow warping, concatenation, ...)."""
     times = {name: [] for name in models}
-    with torch.inference_mode():
-        for rep in range(warmup + repeats):
-            for name, net in models.items():
-                _sync(device)
-                start = time.perf_counter()
-                net(x)
-                _sync(device)
-                if rep >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return times
+    part_times = {name: [] for name in models}
+    timers = {name: PartTimer(net, device) for name, net in models.items()} if parts else {}
+    try:
+        with torch.inference_mode():
+            for rep in range(warmup + repeats):
+                for name, net in models.items():
+                    if parts:
+                        timers[name].seconds.clear()
+                    _sync(device)
+                    start = time.perf_counter()
+                    net(x)
+                    _sync(device)
+                    if rep >= warmup:
+                        times[name].append(time.perf_counter() - start)
+                        if parts:
+                            seconds = dict(timers[name].seconds)
+                            seconds['rest'] = times[name][-1] - sum(seconds.values())
+                            part_times[name].append(seconds)
+    finally:
+        for timer in timers.values():
+            timer.remove()
+    return (times, part_times) if parts else times
+
+
+class PartTimer:
+    """Wall time spent in each top-level child of a network (accumulated over the child's calls in one forward)."""
+
+    def __init__(self, net, device):
+        self.seconds, self.handles, self.device = {}, [], device
+        for name, child in net.named_children():
+            self.handles += [child.register_forward_pre_hook(self._start),
+                             child.register_forward_hook(lambda mod, inp, out, key=name: self._stop(mod, key))]
+
+    def _start(self, mod, inp):
+        _sync(self.device)
+        mod._speed_t0 = time.perf_counter()
+
+    def _stop(self, mod, key):
+        _sync(self.device)
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - mod._speed_t0
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
 
 
 def profile_ops(models: dict, x, device, top=10) -> None:
@@ -149,40 +185,24 @@ def profile_ops(models: dict, x, device, top=10) -> None:
                   f'{e.count:>7} calls')
 
 
-def breakdown(models: dict, x, device) -> dict:
-    """Seconds and MACs per top-level child of each model over one forward; 'rest' is the forward's own ops (flow
-    warping, concatenation, ...). Tells which parts keep their MAC cut and which do not shrink at all."""
+def part_macs(net, x) -> dict:
+    """MACs of each top-level child over one forward (torch's FLOP counter, 2 FLOPs per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    out = {}
-    for name, net in models.items():
-        seconds, handles = {}, []
-        for child_name, child in net.named_children():
-            def pre(mod, inp):
-                _sync(device)
-                mod._speed_t0 = time.perf_counter()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    prefix = type(net).__name__ + '.'
+    return {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
+            if k.startswith(prefix) and '.' not in k[len(prefix):]}
 
-            def post(mod, inp, res, key=child_name):
-                _sync(device)
-                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - mod._speed_t0
-            handles += [child.register_forward_pre_hook(pre), child.register_forward_hook(post)]
-        try:
-            with torch.inference_mode():
-                _sync(device)
-                start = time.perf_counter()
-                net(x)
-                _sync(device)
-                total = time.perf_counter() - start
-        finally:
-            for h in handles:
-                h.remove()
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            net(x)
-        prefix = type(net).__name__ + '.'
-        macs = {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
-                if k.startswith(prefix) and '.' not in k[len(prefix):]}
-        seconds['rest'] = total - sum(seconds.values())
-        out[name] = {part: {'s': t, 'macs': macs.get(part, 0)} for part, t in seconds.items()}
+
+def breakdown(part_times: dict, part_mac_counts: dict) -> dict:
+    """Median seconds (over the timed rounds) and MACs per part, per model."""
+    out = {}
+    for name, rounds in part_times.items():
+        keys = rounds[0].keys()
+        out[name] = {k: {'s': statistics.median(r.get(k, 0.0) for r in rounds),
+                         'macs': part_mac_counts[name].get(k, 0)} for k in keys}
     return out
 
 
@@ -191,7 +211,7 @@ def print_breakdown(parts: dict, label: str) -> None:
     for name, pr in parts.items():
         if name == 'dense':
             continue
-        print(f'-- {label}, pruned {name}: per part, one forward (dense -> pruned)')
+        print(f'-- {label}, pruned {name}: per part, median over the timed rounds (dense -> pruned)')
         print(f'   {"part":<16}{"dense ms":>10}{"pruned ms":>11}{"speed-up":>10}{"MAC ratio":>11}'
               f'{"share of pruned":>17}')
         total = sum(v['s'] for v in pr.values())
@@ -237,6 +257,7 @@ def main(argv=None):
     x_cpu = torch.rand(args.batch, args.frames, 3, *args.size, generator=torch.Generator().manual_seed(args.seed))
     params = {name: count_params(net) for name, net in nets.items()}
     macs = {name: count_macs(net, x_cpu) for name, net in nets.items()}
+    part_mac_counts = {name: part_macs(net, x_cpu) for name, net in nets.items()} if args.breakdown else {}
 
     print(f'BasicVSR num_feat={args.num_feat} num_block={args.num_block}, input {tuple(x_cpu.shape)}, '
           f'scope={args.scope} align={args.align} weights={args.weights}, torch {torch.__version__}, '
@@ -251,11 +272,13 @@ def main(argv=None):
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernel per conv
         for layout in args.layouts:
             models = {k: net.to(device=device, memory_format=LAYOUTS[layout]) for k, net in nets.items()}
-            t = time_models(models, x, device, args.repeats, args.warmup)
+            if args.breakdown:
+                t, part_times = time_models(models, x, device, args.repeats, args.warmup, parts=True)
+                print_breakdown(breakdown(part_times, part_mac_counts), f'{name} {layout}')
+            else:
+                t = time_models(models, x, device, args.repeats, args.warmup)
             if args.profile:
                 profile_ops(models, x, device)
-            if args.breakdown:
-                print_breakdown(breakdown(models, x, device), f'{name} {layout}')
             for r in args.ratios:
                 mac_ratio = macs['dense'] / macs[r]
                 # The median of per-round ratios: a round's dense and pruned forwards ran at the same machine speed.
