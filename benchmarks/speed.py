@@ -77,8 +77,8 @@ def parse_args(argv=None):
     p.add_argument('--malloc', choices=['system', 'keep'], default='system',
                    help="'keep': glibc keeps freed memory for reuse instead of unmapping it (see above)")
     p.add_argument('--breakdown', action='store_true',
-                   help='also time (timers on the top-level children during the timed rounds) and count MACs of each '
-                        'part of the network, dense vs each pruned net')
+                   help='also time (timers on the top-level children during the timed rounds; on CUDA each one '
+                        'synchronises) and count MACs of each part of the network, dense vs each pruned net')
     p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
