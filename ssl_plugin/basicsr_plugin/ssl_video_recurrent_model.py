@@ -31,10 +31,13 @@ from ..core import (
     teacher_hidden_states,
 )
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
+from ..core.scaling import GAMMA_IN, GAMMA_OUT
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
 
+#: Parameter names of the scaling factors γ (``ssl_plugin.core.scaling``).
+GAMMA_NAMES = (GAMMA_OUT, GAMMA_IN)
 #: Name fragments BasicSR's ``fix_flow`` freezes (VideoRecurrentModel: the flow network and IconVSR's EDVR).
 FLOW_MODULES = ('spynet', 'edvr')
 PRETRAIN_KEY = 'path.pretrain_network_g'
@@ -81,15 +84,19 @@ def _resume_ssl_state(opt) -> dict | None:
 class SSLVideoRecurrentModel(VideoRecurrentModel):
     """VideoRecurrentModel + Structured Sparsity Learning. Options: the ``ssl:`` section (see README); in ``train:``
     the optional ``sir_opt`` (default ``{type: SIRLoss, loss_weight: 1}``), ``tf_opt`` (omit: no Temporal
-    Finetuning) and ``scheduler_starts_at_finetune`` (true: constant learning rate during the sparsity stage and the
+    Finetuning), ``scheduler_starts_at_finetune`` (true: constant learning rate during the sparsity stage and the
     scheduler's first step at the first finetuning iteration, as in the paper; default false: one schedule over the
-    whole run). ``logger.ssl_per_layer: true`` adds |γ| of pruned / kept units per layer to the logged values."""
+    whole run) and ``ssl_gamma_lr_mul`` (the γ's learning rate as a multiple of ``optim_g.lr``, in a parameter group
+    of their own; default 1: γ are optimized like every other weight). ``logger.ssl_per_layer: true`` adds |γ| of
+    pruned / kept units per layer to the logged values."""
 
     def __init__(self, opt):
         # Validate before anything is built, so a bad option stops the run at once with the key's name.
         self.ssl_cfg = SSLConfig.from_dict(opt.get('ssl'), where='ssl')
         # BasicSR's setup_optimizers / setup_schedulers pop 'type' from opt['train']: keep a copy to rebuild them.
         self._train_opt = deepcopy(opt['train']) if opt.get('train') is not None else None
+        if self._train_opt is not None:
+            self._gamma_lr_mul()  # a bad value stops the run before anything is built
         self._defer_wrap = True  # no DDP wrapper until the structure (γ / pruned skeleton) is final
         self._flow_frozen = None
         self.teacher = None
@@ -171,17 +178,47 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             net = DataParallel(net)
         return net
 
+    def setup_optimizers(self):
+        """BasicSR's, then (with ``train.ssl_gamma_lr_mul`` != 1) the γ move to a last group of their own with
+        ``optim_g.lr * ssl_gamma_lr_mul``: SIR drives them towards 0 at about lr per Adam step, so a short sparsity
+        stage can give them a larger step without touching the weights' schedule."""
+        super().setup_optimizers()
+        mul = self._gamma_lr_mul()
+        bare = self.get_bare_model(self.net_g)
+        gammas = [p for m in bare.modules() for n, p in m.named_parameters(recurse=False) if n in GAMMA_NAMES]
+        self._gamma_group = mul != 1 and bool(gammas)
+        if not self._gamma_group:
+            return
+        ids = {id(p) for p in gammas}
+        for group in self.optimizer_g.param_groups:
+            group['params'] = [p for p in group['params'] if id(p) not in ids]
+        self.optimizer_g.add_param_group({'params': gammas, 'lr': self.optimizer_g.param_groups[0]['lr'] * mul})
+
+    def _gamma_lr_mul(self) -> float:
+        mul = (self._train_opt or {}).get('ssl_gamma_lr_mul', 1)
+        if isinstance(mul, bool) or not isinstance(mul, (int, float)) or not mul > 0:
+            raise ValueError(f'train.ssl_gamma_lr_mul must be a positive number, got {mul!r}')
+        return float(mul)
+
     def _rebuild_optimization(self, keep_lr: bool = True) -> None:
         """New optimizer and scheduler over the current parameters. With ``keep_lr`` the schedule continues where it
-        was (scheduler state and every group's lr / initial_lr carried over): no learning-rate jump at pruning."""
+        was (scheduler state and every group's lr / initial_lr carried over): no learning-rate jump at pruning. The γ
+        group (``ssl_gamma_lr_mul``, always the last group) disappears with the γ at pruning."""
         old_sched = [s.state_dict() for s in self.schedulers]
         old_lrs = [[(g['lr'], g.get('initial_lr')) for g in o.param_groups] for o in self.optimizers]
+        had_gamma_group = getattr(self, '_gamma_group', False)
         self.opt['train'] = deepcopy(self._train_opt)
         self.optimizers, self.schedulers = [], []
         self.setup_optimizers()
         self.setup_schedulers()
         if not keep_lr:
             return
+        if had_gamma_group and not self._gamma_group:
+            old_lrs = [groups[:-1] for groups in old_lrs]
+            for state in old_sched:
+                for key in ('base_lrs', '_last_lr'):
+                    if isinstance(state.get(key), list):
+                        state[key] = state[key][:-1]
         for sched, state in zip(self.schedulers, old_sched):
             sched.load_state_dict(state)
         for optim, groups in zip(self.optimizers, old_lrs):

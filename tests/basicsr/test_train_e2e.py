@@ -168,3 +168,57 @@ def test_l1_method_prunes_at_start_without_sir(tiny_data, tmp_path):
     assert 'SSL: method l1' in log and 'l_sir' not in log and 'l_tf:' in log
     assert sorted(_logged_lrs(log)) == [1, 2]
     assert 'ssl_spec' in _load(exp / 'models' / 'net_g_latest.pth')
+
+
+GAMMA_MUL = 10.0
+
+
+@pytest.fixture(scope='module')
+def gamma_lr(tiny_data, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('gamma_lr')
+    opt = _opt(tiny_data, 'ssl_gamma_lr', train__ssl_gamma_lr_mul=GAMMA_MUL, val=...)
+    yml = write_options(cwd, opt)
+    run_entry(TRAIN, yml, cwd)
+    exp = _exp(cwd, opt['name'])
+    return SimpleNamespace(cwd=cwd, opt=opt, yml=yml, exp=exp, log=_log_text(exp))
+
+
+def test_gamma_group_has_its_own_learning_rate_until_pruning(gamma_lr):
+    """``train.ssl_gamma_lr_mul``: during the sparsity stage the γ are a third group at lr x mul; pruning removes the
+    group and the main and flow groups continue their schedule as without it."""
+    lrs = _logged_lrs(gamma_lr.log)
+    period = gamma_lr.opt['train']['scheduler']['periods'][0]
+    for it, groups in lrs.items():
+        expect = cosine_lrs(max(it - PRUNE_AT - 1, 0), period)
+        if it < PRUNE_AT:   # the log of iteration PRUNE_AT comes after its pruning
+            expect = expect + [LR0 * GAMMA_MUL]
+        assert groups == pytest.approx(expect, rel=2e-3), f'iter {it}'
+    state = _load(gamma_lr.exp / 'training_states' / '2.state')
+    groups = state['optimizers'][0]['param_groups']
+    assert len(groups) == 3 and groups[2]['lr'] == pytest.approx(LR0 * GAMMA_MUL)
+    n_gammas = sum(k.endswith(('.ssl_gamma', '.ssl_gamma_in')) for k in _load(gamma_lr.exp / 'models' /
+                                                                              'net_g_2.pth')['params'])
+    assert len(groups[2]['params']) == n_gammas > 0
+    assert len(_load(gamma_lr.exp / 'training_states' / f'{TOTAL}.state')['optimizers'][0]['param_groups']) == 2
+
+
+def test_gamma_group_resumes_in_the_sparsity_stage(gamma_lr, tmp_path):
+    exp = _exp(tmp_path, gamma_lr.opt['name'])
+    shutil.copytree(gamma_lr.exp, exp)
+    for path in list((exp / 'models').iterdir()) + list((exp / 'training_states').iterdir()):
+        it = path.stem.split('_')[-1]
+        if not it.isdigit() or int(it) > 2:
+            path.unlink()
+    for log in exp.glob('train_*.log'):
+        log.unlink()
+    run_entry(TRAIN, gamma_lr.yml, tmp_path, '--auto_resume')
+    want, got = _load(gamma_lr.exp / 'models' / f'net_g_{TOTAL}.pth'), _load(exp / 'models' / f'net_g_{TOTAL}.pth')
+    for name in want['params']:
+        torch.testing.assert_close(got['params'][name], want['params'][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert _logged_lrs(_log_text(exp)) == {k: v for k, v in _logged_lrs(gamma_lr.log).items() if k > 2}
+
+
+def test_bad_gamma_lr_mul_is_refused(tiny_data, tmp_path):
+    opt = _opt(tiny_data, 'bad_gamma_lr', train__ssl_gamma_lr_mul=0, val=...)
+    proc = run_entry(TRAIN, write_options(tmp_path, opt), tmp_path, check=False)
+    assert proc.returncode != 0 and 'train.ssl_gamma_lr_mul must be a positive number' in proc.stderr
