@@ -118,16 +118,22 @@ def test_logs_stage_alpha_losses_and_gammas(straight):
     assert alpha[0] == pytest.approx(0.05) and alpha[-1] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize('resume_at', [2, 5], ids=['sparsity-stage', 'finetune-stage'])
-def test_auto_resume_continues_as_if_never_stopped(straight, tmp_path, resume_at):
-    exp = _exp(tmp_path, straight.opt['name'])
-    shutil.copytree(straight.exp, exp)
+def _killed_copy(run, cwd: Path, resume_at: int) -> Path:
+    """A copy of ``run``'s experiment in ``cwd`` as if it had been killed right after saving iteration resume_at."""
+    exp = _exp(cwd, run.opt['name'])
+    shutil.copytree(run.exp, exp)
     for path in list((exp / 'models').iterdir()) + list((exp / 'training_states').iterdir()):
         it = path.stem.split('_')[-1]
         if not it.isdigit() or int(it) > resume_at:
-            path.unlink()   # as if the run had been killed right after saving iteration resume_at
+            path.unlink()
     for log in exp.glob('train_*.log'):
         log.unlink()
+    return exp
+
+
+@pytest.mark.parametrize('resume_at', [2, 5], ids=['sparsity-stage', 'finetune-stage'])
+def test_auto_resume_continues_as_if_never_stopped(straight, tmp_path, resume_at):
+    exp = _killed_copy(straight, tmp_path, resume_at)
     run_entry(TRAIN, straight.yml, tmp_path, '--auto_resume')
     log = _log_text(exp)
     assert 'Resuming training from epoch' in log and f'iter: {resume_at}.' in log
@@ -203,14 +209,7 @@ def test_gamma_group_has_its_own_learning_rate_until_pruning(gamma_lr):
 
 
 def test_gamma_group_resumes_in_the_sparsity_stage(gamma_lr, tmp_path):
-    exp = _exp(tmp_path, gamma_lr.opt['name'])
-    shutil.copytree(gamma_lr.exp, exp)
-    for path in list((exp / 'models').iterdir()) + list((exp / 'training_states').iterdir()):
-        it = path.stem.split('_')[-1]
-        if not it.isdigit() or int(it) > 2:
-            path.unlink()
-    for log in exp.glob('train_*.log'):
-        log.unlink()
+    exp = _killed_copy(gamma_lr, tmp_path, 2)
     run_entry(TRAIN, gamma_lr.yml, tmp_path, '--auto_resume')
     want, got = _load(gamma_lr.exp / 'models' / f'net_g_{TOTAL}.pth'), _load(exp / 'models' / f'net_g_{TOTAL}.pth')
     for name in want['params']:
