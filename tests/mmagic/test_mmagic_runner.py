@@ -103,3 +103,20 @@ def test_resume_continues_exactly(continuous, start, tmp_path):
     assert [g['lr'] for g in got['optimizer']['param_groups']] == pytest.approx(lrs, rel=1e-6)
     for p, st in want['optimizer']['state'].items():
         torch.testing.assert_close(got['optimizer']['state'][p]['exp_avg'], st['exp_avg'], rtol=1e-5, atol=1e-9)
+
+
+def test_gamma_learning_rate_through_paramwise_custom_keys(clip_data, tmp_path):
+    """MMagic users give γ their own learning rate with mmengine's ``paramwise_cfg.custom_keys``: the hook's optimizer
+    rebuild after inserting γ applies it (one group per γ tensor at lr x 10), and pruning removes those groups."""
+    extra = ("optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'spynet': dict(lr_mult=0.125), "
+             "'ssl_gamma': dict(lr_mult=10.0)}))\n")
+    config = write_user_config(tmp_path, clip_data, name='gamma_lr', extra=extra)
+    run_in_process(config, tmp_path / 'work', **NO_VAL)
+    sparse, pruned = _load(tmp_path / 'work' / 'iter_2.pth'), _load(tmp_path / 'work' / f'iter_{MAX_ITERS}.pth')
+    assert sparse['ssl']['stage'] == SPARSITY
+    lrs = [g['lr'] for g in sparse['optimizer']['param_groups']]
+    base = min(lrs) / 0.125  # SPyNet's groups have the smallest lr
+    n_gammas = sum(k.endswith(('.ssl_gamma', '.ssl_gamma_in')) for k in sparse['state_dict'])
+    assert n_gammas > 0 and sum(lr == pytest.approx(10 * base) for lr in lrs) == n_gammas
+    # One group per tensor: pruning removed exactly the γ groups and kept every weight's.
+    assert len(pruned['optimizer']['param_groups']) == len(lrs) - n_gammas
