@@ -1,7 +1,9 @@
 """What every benchmark records beside its numbers, so a result can be traced to the code that produced it."""
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,3 +18,12 @@ def code_version() -> dict:
             return ''
     changed = git('status', '--porcelain', '--', 'ssl_plugin', 'benchmarks')
     return {'commit': git('rev-parse', 'HEAD') or None, 'uncommitted_changes': changed.splitlines() if changed else []}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder: a crash never leaves half a result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import logging
-import os
 import platform
 import statistics
 import sys
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmark_env import code_version  # noqa: E402  (benchmarks/ is the script directory)
+from benchmark_env import code_version, write_atomic  # noqa: E402  (benchmarks/ is the script directory)
 
 import ssl_plugin  # noqa: E402,F401  (host compatibility shims before basicsr)
 
@@ -175,14 +174,6 @@ def markdown(result: dict) -> str:
                   f'{"frozen" if s["fix_flow"] else "trained"}; {s["iters"]} interleaved iterations per model after '
                   f'{s["warmup"]} warm-up. Machine: {result["machine"]}.']
     return '\n'.join(lines) + '\n'
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> dict:

@@ -46,7 +46,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmark_env import code_version  # noqa: E402  (benchmarks/ is the script directory)
+from benchmark_env import code_version, write_atomic  # noqa: E402  (benchmarks/ is the script directory)
 
 import ssl_plugin  # noqa: E402,F401  (host compatibility shims before basicsr)
 
@@ -460,14 +459,6 @@ def markdown(result: dict) -> str:
                   f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}, Adam lr {s["lr"]}. '
                   f'Test clip(s): {clips}. Machine: {result["machine"]}; total {result["minutes"]:.0f} min.']
     return '\n'.join(lines) + '\n'
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def make_plots(work: Path, out: Path, prune_at: int, lq_root: Path, test_clip: str, frames: int | None) -> list[str]:

@@ -35,7 +35,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +47,10 @@ except ImportError:  # run from a checkout without installation
     import ssl_plugin  # noqa: F401
 
 from ssl_plugin.core import count_macs, count_params, describe, l1_scores, prune, select_unimportant
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests), not run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_env import write_atomic  # noqa: E402
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 
@@ -236,14 +239,6 @@ def keep_freed_memory() -> None:
         raise SystemExit('mallopt refused the --malloc keep settings')
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.malloc == 'keep':
@@ -303,8 +298,8 @@ def main(argv=None):
               f'{row["time_dense_s"] * 1e3:>10.1f}{row["time_pruned_s"] * 1e3:>11.1f}{row["speedup"]:>9.2f}'
               f'{row["speedup_per_mac_ratio"]:>13.2f}')
     if args.json:
-        write_json_atomic(args.json, {'config': {k: (str(v) if isinstance(v, Path) else v)
-                                                 for k, v in vars(args).items()}, 'rows': rows})
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        write_atomic(args.json, json.dumps({'config': config, 'rows': rows}, indent=2))
         print(f'wrote {args.json}')
     return rows
 
