@@ -31,13 +31,10 @@ from ..core import (
     teacher_hidden_states,
 )
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
-from ..core.scaling import GAMMA_IN, GAMMA_OUT
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
 
-#: Parameter names of the scaling factors γ (``ssl_plugin.core.scaling``).
-GAMMA_NAMES = (GAMMA_OUT, GAMMA_IN)
 #: Name fragments BasicSR's ``fix_flow`` freezes (VideoRecurrentModel: the flow network and IconVSR's EDVR).
 FLOW_MODULES = ('spynet', 'edvr')
 PRETRAIN_KEY = 'path.pretrain_network_g'
@@ -185,7 +182,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         super().setup_optimizers()
         mul = self._gamma_lr_mul()
         bare = self.get_bare_model(self.net_g)
-        gammas = [p for m in bare.modules() for n, p in m.named_parameters(recurse=False) if n in GAMMA_NAMES]
+        gammas = list(scaling_factors(bare, describe(bare)).values())
         self._gamma_group = mul != 1 and bool(gammas)
         if not self._gamma_group:
             return
