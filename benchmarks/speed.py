@@ -120,8 +120,9 @@ def _sync(device):
 
 def time_models(models: dict, x, device, repeats, warmup, parts=False):
     """Seconds of each timed forward per model; models take turns (one round = one forward of each), so a change in
-    machine speed hits every model of a round alike. With ``parts``, also the seconds of each top-level child per
-    timed forward (timers on the children; 'rest' is the forward's own ops: flow warping, concatenation, ...)."""
+    machine speed hits every model of a round alike. Also returns, with ``parts`` (else empty lists), the seconds of
+    each top-level child per timed forward (timers on the children; 'rest' is the forward's own ops: flow warping,
+    concatenation, ...)."""
     times = {name: [] for name in models}
     part_times = {name: [] for name in models}
     timers = {name: PartTimer(net, device) for name, net in models.items()} if parts else {}
@@ -144,7 +145,7 @@ def time_models(models: dict, x, device, repeats, warmup, parts=False):
     finally:
         for timer in timers.values():
             timer.remove()
-    return (times, part_times) if parts else times
+    return times, part_times
 
 
 class PartTimer:
@@ -267,11 +268,9 @@ def main(argv=None):
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernel per conv
         for layout in args.layouts:
             models = {k: net.to(device=device, memory_format=LAYOUTS[layout]) for k, net in nets.items()}
+            t, part_times = time_models(models, x, device, args.repeats, args.warmup, parts=args.breakdown)
             if args.breakdown:
-                t, part_times = time_models(models, x, device, args.repeats, args.warmup, parts=True)
                 print_breakdown(breakdown(part_times, part_mac_counts), f'{name} {layout}')
-            else:
-                t = time_models(models, x, device, args.repeats, args.warmup)
             if args.profile:
                 profile_ops(models, x, device)
             for r in args.ratios:
