@@ -27,3 +27,15 @@ def write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, 'w') as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other guests since boot, summed over this machine's CPUs (Linux ``/proc/stat``
+    'steal'); None where the kernel does not report it. On a shared virtual machine a timed run that overlaps steal was
+    slowed by a neighbour, not by the code."""
+    try:
+        with open('/proc/stat') as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None

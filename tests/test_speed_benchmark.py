@@ -40,7 +40,13 @@ def test_rows_for_each_layout_with_per_round_times(speed, tmp_path, capsys, keep
     for r in rows:
         assert r['macs_dense'] > r['macs_pruned'] > 0 and r['mac_ratio'] == r['macs_dense'] / r['macs_pruned']
         assert len(r['times_dense_s']) == len(r['times_pruned_s']) == 2
-        assert r['speedup'] > 0 and r['speedup_per_mac_ratio'] == pytest.approx(r['speedup'] / r['mac_ratio'])
+        assert r['best_dense_s'] == min(r['times_dense_s']) <= r['time_dense_s']
+        assert r['speedup'] == r['best_dense_s'] / r['best_pruned_s']
+        assert r['speedup_per_mac_ratio'] == pytest.approx(r['speedup'] / r['mac_ratio'])
+        rounds = sorted(d / q for d, q in zip(r['times_dense_s'], r['times_pruned_s']))
+        assert r['speedup_median_round'] == pytest.approx((rounds[0] + rounds[1]) / 2)
+        assert len(r['steal_dense_s']) == len(r['steal_pruned_s']) == 2
+        assert all(s is None or s >= 0 for s in r['steal_dense_s'] + r['steal_pruned_s'])
     saved = json.loads(out.read_text())
     assert saved['rows'] == rows and saved['config']['layouts'] == ['nchw', 'channels_last']
     printed = capsys.readouterr().out
