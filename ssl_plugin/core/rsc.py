@@ -57,6 +57,10 @@ class RSCBlock(nn.Module):
         if _is_channels_last(x):
             rows = _rows(x)
             return _from_rows(rows.gather(1, self.in_idx.expand(rows.shape[0], -1)), x)
+        if x.shape[0] == 1 and x.is_contiguous():
+            # One clip: the channel planes are the rows of a (channels, pixels) matrix, and index_select on dim 0
+            # copies whole rows (~20 % faster than the same gather on dim 1 of the 4-D tensor at 180x320).
+            return x.view(x.shape[1], -1).index_select(0, self.in_idx).view(1, -1, *x.shape[2:])
         return x.index_select(1, self.in_idx)
 
     def scatter(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -277,3 +277,19 @@ def test_pruned_network_in_channels_last_equals_nchw(pruned_case):
                 args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
     assert max_diff(run(net, case.x), case.y_pruned) <= EXACT
     assert seen and all(seen)  # the blocks really received channels_last tensors
+
+
+@pytest.mark.parametrize('layout', ['batch1', 'batch2', 'channels_last', 'strided'])
+def test_rsc_gather_reads_exactly_the_kept_channels(layout):
+    """Every gather path (one clip as a (channels, pixels) matrix, a batch, channels_last rows, a non-contiguous view)
+    returns ``x[:, in_idx]`` with its gradient flowing back to those channels only."""
+    block = _rsc_block(3)
+    base = torch.rand(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    x = {'batch1': base[:1], 'batch2': base, 'channels_last': base.contiguous(memory_format=torch.channels_last),
+         'strided': base[:1, :, :, 1:]}[layout]
+    assert x.is_contiguous() == (layout in ('batch1', 'batch2'))
+    g = block.gather(x)
+    assert torch.equal(g, x[:, block.in_idx])
+    g.sum().backward()
+    touched = base.grad.sum(dim=(0, 2, 3)) > 0
+    assert touched.nonzero().flatten().tolist() == block.in_idx.tolist()
