@@ -59,7 +59,7 @@ from ssl_plugin.core import count_macs, count_params, describe, l1_scores, prune
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests), not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_env import steal_seconds, write_atomic  # noqa: E402
+from benchmark_env import code_version, steal_seconds, write_atomic  # noqa: E402
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 
@@ -334,7 +334,7 @@ def main(argv=None):
           'steal %: CPU steal during the timed forwards / (their wall time x CPUs)')
     if args.json:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        write_atomic(args.json, json.dumps({'config': config, 'rows': rows}, indent=2))
+        write_atomic(args.json, json.dumps({'config': config, 'code': code_version(), 'rows': rows}, indent=2))
         print(f'wrote {args.json}')
     return rows
 

@@ -49,6 +49,7 @@ def test_rows_for_each_layout_with_per_round_times(speed, tmp_path, capsys, keep
         assert all(s is None or s >= 0 for s in r['steal_dense_s'] + r['steal_pruned_s'])
     saved = json.loads(out.read_text())
     assert saved['rows'] == rows and saved['config']['layouts'] == ['nchw', 'channels_last']
+    assert set(saved['code']) == {'commit', 'uncommitted_changes'}
     printed = capsys.readouterr().out
     assert 'per part' in printed and 'backward_trunk' in printed and 'spynet' in printed
 
