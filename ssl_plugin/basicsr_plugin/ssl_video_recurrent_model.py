@@ -357,6 +357,9 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         for key, n in total.items():
             idx = c.pruned.get(key)
             logger.info(f'SSL:   {key}: |S| {0 if idx is None else idx.numel()}/{n}')
+        advice = c.width_advice()
+        if advice:
+            logger.warning(advice)
         if dense is not None:  # l1: already pruned
             self._log_cost(logger, dense, net)
 

@@ -105,6 +105,7 @@ class SSLController:
         self.sir: SparsityRegularizer | None = None
         self.spec: dict | None = None
         self.teacher_state: dict | None = None
+        self.unit_counts: dict[str, int] = {}  # units per layer at start(), for width_advice()
 
     # -- start -------------------------------------------------------------------------------------------------
     def start(self, net: nn.Module, others=(), keep_teacher: bool = True) -> None:
@@ -115,6 +116,7 @@ class SSLController:
         keys = [k for k in topology.keys() if k not in skipped]
         scores = l1_scores(net, topology, keys=keys, normalize=self.cfg.normalize)
         self.pruned = _broadcast(select_unimportant(scores, self.cfg.pruning_ratio, self.cfg.scope, self.cfg.align))
+        self.unit_counts = {k: int(v.numel()) for k, v in scores.items()}
         if self.cfg.method == 'l1':
             self.prune(net, others, keep_teacher=keep_teacher)
             return
@@ -122,6 +124,22 @@ class SSLController:
             insert_scaling_factors(n, topology, skip_keys=skipped)
         r = self.cfg.reg
         self.sir = SparsityRegularizer(self.pruned, r.delta, r.interval, r.ceiling, r.stabilize_iter)
+
+    def width_advice(self, multiple: int = 8) -> str | None:
+        """A hint for the log when S leaves pruned layers at kept counts that are not a multiple of ``multiple``:
+        convs at such widths run well below their MAC count on GPUs (tensor cores want multiples of 8) and CPUs
+        (oneDNN computes in blocks of 8 or 16 channels; in the speed benchmark a BasicVSR keeping 19 of 64 channels
+        was slower than one keeping 32). None when every pruned layer's count is a multiple, or before start()."""
+        pruned = self.pruned or {}
+        kept = {k: n - int(pruned[k].numel()) for k, n in self.unit_counts.items() if k in pruned and pruned[k].numel()}
+        odd = {k: v for k, v in kept.items() if v % multiple}
+        if not odd:
+            return None
+        examples = ', '.join(f'{k}: {v}' for k, v in list(odd.items())[:3])
+        return (f'SSL: {len(odd)} of {len(kept)} pruned layers keep a unit count that is not a multiple of '
+                f'{multiple} ({examples}{", ..." if len(odd) > 3 else ""}); convs at such widths are slower than '
+                f'their MACs promise on GPUs and CPUs. `align: {multiple}` (or 16 for AVX-512 CPUs) rounds kept counts '
+                f'up.')
 
     # -- sparsity stage ----------------------------------------------------------------------------------------
     def regularization_loss(self, net: nn.Module) -> torch.Tensor | None:

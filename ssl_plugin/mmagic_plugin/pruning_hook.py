@@ -82,6 +82,9 @@ class SSLPruningHook(Hook):
             state.rebuild(next_iter=runner.iter)
             runner.logger.info(f'SSL: started ({ctrl.cfg.method}, pruning_ratio {ctrl.cfg.pruning_ratio}, '
                                f'scope {ctrl.cfg.scope}); |S| = {self._num_pruned(ctrl)} units')
+            advice = ctrl.width_advice()
+            if advice:
+                runner.logger.warning(advice)
             if ctrl.stage == FINETUNE:
                 self._log_pruned(runner, model, None)
         elif ctrl.prune_due:  # a checkpoint saved between the end of the sparsity stage and the prune

@@ -104,6 +104,7 @@ def test_logs_stage_alpha_losses_and_gammas(straight):
     log = straight.log
     assert f'SSL: sparsity stage finished at iter {PRUNE_AT}' in log
     assert 'SSL: method ssl, global pruning ratio 0.5' in log and 'MACs per clip' in log
+    assert 'pruned layers keep a unit count that is not a multiple of 8' in log  # tiny widths: width advice
     for word in ('l_sir:', 'ssl_alpha:', 'ssl_gamma_pruned:', 'ssl_gamma_kept:', 'l_tf:',
                  'ssl_gamma_pruned/forward_trunk.main.2.0.conv1:'):
         assert word in log, word

@@ -250,3 +250,27 @@ def test_start_on_a_network_that_already_has_gamma_is_idempotent():
     ctrl = SSLController(SSLConfig.from_dict({'reg': FAST}))
     ctrl.start(net)
     assert len(scaling_factors(net, describe(net))) == len(describe(net).keys())
+
+
+# -- width advice ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('method', ['ssl', 'l1'])
+def test_width_advice_names_layers_left_at_unaligned_counts(method):
+    ctrl = SSLController(SSLConfig.from_dict({'method': method, 'pruning_ratio': 0.5, 'scope': 'local'}))
+    assert ctrl.width_advice() is None  # nothing chosen yet
+    net = build('BasicVSR', 8, 2)
+    topo = describe(net)
+    ctrl.start(net)
+    kept = {k: ctrl.unit_counts[k] - ctrl.pruned[k].numel() for k in topo.keys() if k in ctrl.pruned}
+    odd = [k for k, v in kept.items() if v % 8]
+    assert odd and all(kept[k] % 4 == 0 for k in kept)  # 8-unit layers keep 4, 64-unit layers keep 32
+    advice = ctrl.width_advice()
+    assert f'{len(odd)} of {len(kept)} pruned layers' in advice and f'{odd[0]}: 4' in advice and 'align: 8' in advice
+    assert ctrl.width_advice(multiple=4) is None
+
+
+def test_width_advice_is_silent_when_align_rounds_counts():
+    ctrl = SSLController(SSLConfig.from_dict({'pruning_ratio': 0.3, 'scope': 'global', 'align': 8}))
+    ctrl.start(build('BasicVSR', 16, 2))
+    assert any(v.numel() for v in ctrl.pruned.values())
+    assert ctrl.width_advice() is None

@@ -26,6 +26,7 @@ def test_train_resume_then_test_pruned_checkpoint(clip_data, tmp_path):
     train = run_tool([PYTHON, TRAIN, config, '--work-dir', work], cwd=tmp_path)
     log = train.stdout + train.stderr
     assert 'SSL: started' in log and 'SSL: pruned at iteration' in log
+    assert 'not a multiple of 8' in log  # 8-channel generator: the width advice is logged
     ckpt = work / f'iter_{MAX_ITERS}.pth'
     state = torch.load(ckpt, map_location='cpu', weights_only=True)  # plain tensors / lists / str only
     assert state['ssl']['stage'] == 'finetune'
