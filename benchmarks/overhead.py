@@ -108,8 +108,7 @@ def build_models(args, work: Path, device: str) -> dict:
     for name, method, tf in (('sparsity', 'ssl', False), ('finetune_tf', 'l1', True), ('finetune', 'l1', False)):
         opt = copy.deepcopy(base)
         opt.update(name=name, model_type='SSLVideoRecurrentModel', ssl=dict(ssl, method=method))
-        if tf:
-            opt['train']['tf_opt'] = {'type': 'TFLoss', 'loss_weight': 1.0}
+        opt['train']['tf_opt'] = {'type': 'TFLoss', 'loss_weight': 1.0} if tf else None
         specs[name] = opt
     return {name: build_model(opt) for name, opt in specs.items()}
 
@@ -192,7 +191,7 @@ def main(argv=None) -> dict:
         models = build_models(args, Path(tmp), device)
         times = time_models(models, batch(args), args.iters, args.warmup, device)
     # Each model measured what it claims to: the stages did not change while timing.
-    stages = {name: (m.controller.stage, m.teacher is not None) for name, m in models.items() if name != 'plain'}
+    stages = {name: (m.controller.stage, m.controller.uses_tf) for name, m in models.items() if name != 'plain'}
     expected = {'sparsity': ('sparsity', False), 'finetune_tf': ('finetune', True), 'finetune': ('finetune', False)}
     if stages != expected:
         raise RuntimeError(f'unexpected SSL stages while timing: {stages}')

@@ -207,8 +207,7 @@ def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, met
     t['fix_flow'] = args.fix_flow if args.fix_flow else t['total_iter'] + 1
     t['scheduler']['periods'] = [args.finetune_iters]
     t['scheduler_starts_at_finetune'] = True  # the paper: constant lr while sparsifying, a fresh cosine to finetune
-    if tf:
-        t['tf_opt'] = {'type': 'TFLoss', 'loss_weight': 1.0}
+    t['tf_opt'] = {'type': 'TFLoss', 'loss_weight': 1.0} if tf else None  # None: finetune without TF
     # The checkpoint and training state saved at the pruning iteration: the pruned network before finetuning and
     # the unpruned teacher (for the hidden-state plot and the no-TF run).
     opt['logger']['save_checkpoint_freq'] = s if s else t['total_iter']

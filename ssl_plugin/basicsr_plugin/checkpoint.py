@@ -1,10 +1,8 @@
 """SSL checkpoints in BasicSR's format: ``net_g_*.pth`` = ``{'params': ..., 'params_ema': ..., 'ssl_spec': spec}``.
 
-Why: a pruned network is BasicSR's own state dict plus the JSON-able pruning spec (no pickled modules, so every file
-loads with ``torch.load(weights_only=True)``). A sparsity-stage checkpoint needs no spec: its scaling factors γ are
-ordinary state-dict entries (``<conv>.ssl_gamma`` / ``<conv>.ssl_gamma_in``) that name their own keys. The structure a
-checkpoint describes is rebuilt on a freshly built host network before its weights load, and every shape mismatch is
-an error that names the option and the tensors, never BasicSR's silent ``.ignore`` renaming.
+The format only: the state dict + spec pair, the structure detection and the strict load are core's
+(:mod:`ssl_plugin.core.checkpoint`); this module says where BasicSR keeps them (``params`` / ``params_ema``, the
+spec under ``ssl_spec``) and never uses BasicSR's silent ``.ignore`` renaming of tensors that do not fit.
 """
 from __future__ import annotations
 
@@ -14,21 +12,10 @@ import tempfile
 import torch
 from torch import nn
 
-from ..core import (
-    GAMMA_IN,
-    GAMMA_OUT,
-    RSCBlock,
-    SpecError,
-    apply_spec,
-    bare_model,
-    describe,
-    insert_scaling_factors,
-    scaling_factors,
-)
-from ..core.topology import IN_SUFFIX
+from ..core import checkpoint as core_ckpt
 
 SPEC_KEY = 'ssl_spec'
-MODULE_PREFIX = 'module.'
+MODULE_PREFIX = core_ckpt.WRAPPER_PREFIX
 
 
 def atomic_torch_save(obj, path: str) -> None:
@@ -73,64 +60,9 @@ def select_state(ckpt: dict, param_key: str | None, path: str = '<checkpoint>') 
             if isinstance(v, torch.Tensor)}, param_key
 
 
-def gamma_keys(state: dict) -> set[str]:
-    """Scaling-factor keys (``'<conv>'`` / ``'<conv>@in'``) whose γ a state dict holds."""
-    keys = set()
-    for name in state:
-        prefix, _, leaf = name.rpartition('.')
-        if leaf == GAMMA_OUT:
-            keys.add(prefix)
-        elif leaf == GAMMA_IN:
-            keys.add(prefix + IN_SUFFIX)
-    return keys
-
-
-def is_pruned(net: nn.Module) -> bool:
-    return any(isinstance(m, RSCBlock) for m in bare_model(net).modules())
-
-
 def structure_of(ckpt: dict, state: dict) -> str:
     """'pruned', 'scaled' (γ inserted, sparsity stage) or 'dense'."""
-    if ckpt.get(SPEC_KEY) is not None:
-        return 'pruned'
-    return 'scaled' if gamma_keys(state) else 'dense'
-
-
-def conform_to_checkpoint(net: nn.Module, ckpt: dict, state: dict, where: str = 'checkpoint') -> None:
-    """Give the freshly built ``net`` the structure the checkpoint was saved with (pruned skeleton or γ)."""
-    net = bare_model(net)
-    spec = ckpt.get(SPEC_KEY)
-    if spec is not None:
-        if is_pruned(net):
-            return  # already pruned (e.g. conformed earlier); shapes are checked by the caller
-        try:
-            apply_spec(net, spec)
-        except (SpecError, TypeError) as e:
-            raise SpecError(f'{where}: its pruning spec does not fit the network: {e}') from e
-        return
-    wanted = gamma_keys(state)
-    if not wanted or is_pruned(net):
-        return
-    topology = describe(net)
-    unknown = wanted - set(topology.keys())
-    if unknown:
-        raise SpecError(f'{where}: scaling factors for {sorted(unknown)[:4]}, which {topology.arch} does not have')
-    have = set(scaling_factors(net, topology))
-    if have and have != wanted:
-        raise SpecError(f'{where}: the checkpoint has scaling factors on {len(wanted)} keys, '
-                        f'the network on {len(have)}')
-    insert_scaling_factors(net, topology, skip_keys=set(topology.keys()) - wanted)
-
-
-def check_shapes(net: nn.Module, state: dict, where: str = 'checkpoint') -> None:
-    """Raise, naming ``where`` and the first mismatching tensors, when a shared key has a different shape."""
-    own = bare_model(net).state_dict()
-    bad = [f'{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}'
-           for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if bad:
-        more = f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''
-        raise ValueError(f'{where}: tensor shapes do not fit the network (different num_feat / num_block, or a '
-                         f'checkpoint of another architecture?): {"; ".join(bad[:3])}{more}')
+    return core_ckpt.structure_of(state, ckpt.get(SPEC_KEY))
 
 
 def load_pruned_network(net: nn.Module, path: str, param_key: str | None = 'params', strict: bool = True) -> nn.Module:
@@ -140,7 +72,5 @@ def load_pruned_network(net: nn.Module, path: str, param_key: str | None = 'para
     """
     ckpt = read_checkpoint(path)
     state, _ = select_state(ckpt, param_key, path)
-    conform_to_checkpoint(net, ckpt, state, where=path)
-    check_shapes(net, state, where=path)
-    bare_model(net).load_state_dict(state, strict=strict)
+    core_ckpt.load_network_state(net, state, ckpt.get(SPEC_KEY), where=path, strict=strict)
     return net

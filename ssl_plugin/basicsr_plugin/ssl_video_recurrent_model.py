@@ -22,14 +22,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import distributed as dist
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..core import (
-    HiddenStateRecorder,
-    cost_summary,
-    describe,
-    frozen_teacher,
-    scaling_factors,
-    teacher_hidden_states,
-)
+from ..core import checkpoint as core_ckpt
+from ..core import cost_summary, describe, optim_state, scaling_factors
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
@@ -80,12 +74,13 @@ def _resume_ssl_state(opt) -> dict | None:
 @MODEL_REGISTRY.register()
 class SSLVideoRecurrentModel(VideoRecurrentModel):
     """VideoRecurrentModel + Structured Sparsity Learning. Options: the ``ssl:`` section (see README); in ``train:``
-    the optional ``sir_opt`` (default ``{type: SIRLoss, loss_weight: 1}``), ``tf_opt`` (omit: no Temporal
-    Finetuning), ``scheduler_starts_at_finetune`` (true: constant learning rate during the sparsity stage and the
-    scheduler's first step at the first finetuning iteration, as in the paper; default false: one schedule over the
-    whole run) and ``ssl_gamma_lr_mul`` (the γ's learning rate as a multiple of ``optim_g.lr``, in a parameter group
-    of their own; default 1: γ are optimized like every other weight). ``logger.ssl_per_layer: true`` adds |γ| of
-    pruned / kept units per layer to the logged values."""
+    the optional ``sir_opt`` (default ``{type: SIRLoss, loss_weight: 1}``), ``tf_opt`` (default
+    ``{type: TFLoss, loss_weight: 1}``; ``tf_opt: ~`` finetunes without TF), ``scheduler_starts_at_finetune``
+    (true: constant learning rate during the sparsity stage and the scheduler's first step at the first finetuning
+    iteration, as in the paper; default false: one schedule over the whole run) and ``ssl_gamma_lr_mul`` (the γ's
+    learning rate as a multiple of ``optim_g.lr``, in a parameter group of their own; default 1: γ are optimized
+    like every other weight). ``logger.ssl_per_layer: true`` adds |γ| of pruned / kept units per layer to the logged
+    values."""
 
     def __init__(self, opt):
         # Validate before anything is built, so a bad option stops the run at once with the key's name.
@@ -96,8 +91,8 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             self._gamma_lr_mul()  # a bad value stops the run before anything is built
         self._defer_wrap = True  # no DDP wrapper until the structure (γ / pruned skeleton) is final
         self._flow_frozen = None
-        self.teacher = None
         self.controller = None
+        self._start_spec = None  # set by load_network when a new run starts from a pruned checkpoint
         resume = _resume_ssl_state(opt)
         if resume is not None:
             self.controller = SSLController.from_state_dict(resume)
@@ -120,13 +115,23 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         total_iter = int(self.opt['train']['total_iter'])
         super().init_training_settings()  # BasicSR: EMA, pixel / perceptual losses, optimizer, scheduler
         self.cri_sir = build_loss(self.opt['train'].get('sir_opt') or {'type': 'SIRLoss'}).to(self.device)
-        tf_opt = self.opt['train'].get('tf_opt')
+        # Temporal Finetuning is part of Algorithm 1: on unless the option file says `tf_opt: ~`.
+        tf_opt = self.opt['train'].get('tf_opt', {'type': 'TFLoss'})
         self.cri_tf = build_loss(tf_opt).to(self.device) if tf_opt else None
         ema = [self.net_g_ema] if getattr(self, 'ema_decay', 0) > 0 else []
 
-        if self.controller is None:  # fresh run: choose S on the (pretrained) dense network
+        if self.controller is None and self._start_spec is not None:  # new run from a pruned checkpoint
+            self.controller = SSLController.from_pruned(self.ssl_cfg, self._start_spec,
+                                                        build_network(self.opt['network_g']))
+            self._configure_controller()
+            self._load_tf_teacher(logger)
+            logger.info(f'SSL: {PRETRAIN_KEY} is a pruned SSL checkpoint: this run finetunes it '
+                        f'({"with" if self.controller.uses_tf else "without"} Temporal Finetuning)')
+        elif self.controller is None:  # fresh run: choose S on the (pretrained) dense network
             _sync_from_rank0(bare)
             self.controller = SSLController(self.ssl_cfg)
+            self._configure_controller()
+            self._load_tf_teacher(logger)
             dense = deepcopy(bare) if self.ssl_cfg.method == 'l1' else None
             if self.opt['path'].get('pretrain_network_g') is None:
                 for e in ema:  # BasicSR copied each rank's own initialisation: copy the synchronised one
@@ -145,9 +150,11 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             if self.controller.cfg != self.ssl_cfg:
                 logger.warning('ssl: options differ from the resumed run; continuing with the resumed run\'s '
                                f'{self.controller.cfg}')
+            self._configure_controller()
             logger.info(f'SSL: resumed in the {self.controller.stage} stage')
-        if self.controller.stage == FINETUNE:
-            self._build_teacher()
+        if self.controller.stage == FINETUNE and self.cri_tf is not None and not self.controller.uses_tf:
+            logger.warning('SSL: finetuning without Temporal Finetuning: no teacher weights (name a dense checkpoint '
+                           'as ssl.tf_teacher)')
         self._defer_wrap = False
         self.net_g = self.model_to_device(bare)
 
@@ -226,14 +233,24 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
                 if initial is not None:
                     group['initial_lr'] = initial
 
-    def _build_teacher(self) -> None:
-        """The unpruned network (γ merged) as a frozen host network, for Temporal Finetuning."""
-        if self.cri_tf is None or self.controller.teacher_state is None:
-            self.teacher = None
+    def _configure_controller(self) -> None:
+        """Hand the controller BasicSR's loss modules and a builder of fresh dense networks (the TF teacher's)."""
+        self.controller.configure(sir_loss=self.cri_sir, tf_loss=self.cri_tf,
+                                  teacher_factory=lambda: build_network(self.opt['network_g']),
+                                  tf=self.cri_tf is not None)
+
+    def _load_tf_teacher(self, logger) -> None:
+        """``ssl.tf_teacher``: a dense BasicSR checkpoint (``params``) as the Temporal Finetuning teacher."""
+        path = self.ssl_cfg.tf_teacher
+        if path is None or self.cri_tf is None:
             return
-        teacher = build_network(self.opt['network_g'])
-        teacher.load_state_dict(self.controller.teacher_state)
-        self.teacher = frozen_teacher(teacher.to(self.device))
+        where = f'ssl.tf_teacher ({path})'
+        ckpt = ckpt_io.read_checkpoint(path)
+        state, _ = ckpt_io.select_state(ckpt, 'params', path)
+        if ckpt_io.structure_of(ckpt, state) != core_ckpt.DENSE:
+            raise ValueError(f'{where}: the teacher must be a dense network, this is an SSL checkpoint')
+        self.controller.set_teacher_state(state, where=where)
+        logger.info(f'SSL: Temporal Finetuning teacher from {path}')
 
     # ------------------------------------------------------------------------------------------------ training
     def update_learning_rate(self, current_iter, warmup_iter=-1):
@@ -277,12 +294,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         self._update_flow_freeze(current_iter)
         controller = self.controller
         self.optimizer_g.zero_grad()
-        recorder = teacher_states = None
-        if controller.stage == FINETUNE and self.teacher is not None:
-            teacher_states = teacher_hidden_states(self.teacher, self.lq)
-            with HiddenStateRecorder(self.net_g) as recorder:
-                self.output = self.net_g(self.lq)
-        else:
+        with controller.clip_losses(self.net_g, self.lq) as ssl_terms:
             self.output = self.net_g(self.lq)
 
         l_total = 0
@@ -299,15 +311,9 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             if l_style is not None:
                 l_total += l_style
                 loss_dict['l_style'] = l_style
-        if controller.stage == SPARSITY and controller.sir is not None:
-            bare = self.get_bare_model(self.net_g)
-            l_sir = self.cri_sir(controller.sir, scaling_factors(bare, describe(bare)))
-            l_total += l_sir
-            loss_dict['l_sir'] = l_sir
-        if teacher_states is not None:
-            l_tf = self.cri_tf(recorder.states, teacher_states)
-            l_total += l_tf
-            loss_dict['l_tf'] = l_tf
+        for name, term in ssl_terms.items():  # 'sir' in the sparsity stage, 'tf' while finetuning with TF
+            l_total += term
+            loss_dict[f'l_{name}'] = term
 
         l_total.backward()
         self.optimizer_g.step()
@@ -322,15 +328,24 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         logger = get_root_logger()
         bare = self.get_bare_model(self.net_g)
         dense = deepcopy(bare)
+        snapshot = optim_state.snapshot(self.optimizer_g, bare)
         self.controller.prune(bare, others=[self.net_g_ema] if self.ema_decay > 0 else [])
         _check_ranks_agree(self.controller.spec)
-        self._build_teacher()
         self._rebuild_optimization(keep_lr=True)
+        self._carry_optimizer_state(logger, snapshot, bare)
         self.net_g = self.model_to_device(bare)
         self._flow_frozen = None  # re-apply fix_flow to the rebuilt modules at the next iteration
         logger.info(f'SSL: sparsity stage finished at iter {current_iter}: pruned, now finetuning'
-                    f'{" with Temporal Finetuning" if self.teacher is not None else ""}')
+                    f'{" with Temporal Finetuning" if self.controller.uses_tf else " without Temporal Finetuning"}')
         self._log_cost(logger, dense, bare)
+
+    def _carry_optimizer_state(self, logger, snapshot, bare) -> None:
+        """Adam moments and step counts of every surviving parameter, sliced for cut tensors (core's rule)."""
+        carried, dropped = optim_state.carried_state(snapshot, bare, self.controller.cuts)
+        n = optim_state.load_carried(self.optimizer_g, bare, carried)
+        logger.info(f'SSL: optimizer state carried over for {n} of {sum(1 for _ in bare.parameters())} parameters')
+        if dropped:
+            logger.warning(f'SSL: optimizer state entries not carried (unknown kind, restarted): {dropped[:4]}')
 
     # ------------------------------------------------------------------------------------------------ logging
     def get_current_log(self):
@@ -392,15 +407,18 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         ckpt = ckpt_io.read_checkpoint(load_path)
         state, used_key = ckpt_io.select_state(ckpt, param_key, load_path)
         where = f'{PRETRAIN_KEY} ({load_path}, [{used_key}])'
-        kind = ckpt_io.structure_of(ckpt, state)
-        if kind != 'dense' and not self._structure_from_checkpoint:
+        spec = ckpt.get(ckpt_io.SPEC_KEY)
+        kind = core_ckpt.structure_of(state, spec)
+        if kind == core_ckpt.SCALED and not self._structure_from_checkpoint:
             raise ValueError(
-                f'{where} is an SSL checkpoint ({"pruned" if kind == "pruned" else "with scaling factors"}); an SSL '
-                'run starts from a dense network. Continue its run with --auto_resume / path.resume_state, or '
-                'evaluate it with test.py and model_type SSLVideoRecurrentModel.')
+                f'{where} is a sparsity-stage SSL checkpoint (with scaling factors); a new SSL run starts from a dense '
+                'or a pruned network. Continue its run with --auto_resume / path.resume_state, or evaluate it with '
+                'test.py and model_type SSLVideoRecurrentModel.')
+        if kind == core_ckpt.PRUNED and not self._structure_from_checkpoint:
+            self._start_spec = spec  # a new run that finetunes an already pruned network
         bare = self.get_bare_model(net)
-        ckpt_io.conform_to_checkpoint(bare, ckpt, state, where=where)
-        ckpt_io.check_shapes(bare, state, where=where)
+        core_ckpt.conform(bare, state, spec, where=where)
+        core_ckpt.check_shapes(bare, state, where=where)
         logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{used_key}] '
                     f'({kind}).')
         self._print_different_keys_loading(bare, state, strict)
@@ -417,8 +435,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             raise ValueError('save_network: as many param keys as networks are needed')
         save_dict = {}
         for net_, key in zip(nets, keys):
-            state = self.get_bare_model(net_).state_dict()
-            save_dict[key] = {k.removeprefix(ckpt_io.MODULE_PREFIX): v.cpu() for k, v in state.items()}
+            save_dict[key] = core_ckpt.network_state(net_)
         if self.controller is not None and self.controller.spec is not None:
             save_dict[ckpt_io.SPEC_KEY] = self.controller.spec
         ckpt_io.atomic_torch_save(save_dict, f'{self.opt["path"]["models"]}/{net_label}_{current_iter}.pth')

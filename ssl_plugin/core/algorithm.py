@@ -7,17 +7,23 @@ L1-norm baseline: S is removed at the start and the run only finetunes.
 from __future__ import annotations
 
 import copy
+import weakref
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .criterion import l1_scores, select_unimportant
+from .losses import SIRLoss, TFLoss
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
 from .sir import SparsityRegularizer, gamma_stats
-from .spec import SpecError
+from .spec import FIELDS, SpecError, check_format
 from .surgery import apply_spec, prune
+from .temporal import HiddenStateRecorder, frozen_teacher, teacher_hidden_states
+from .topology import ResidualUnit, Topology, in_key
 
 SPARSITY, FINETUNE = 'sparsity', 'finetune'
 METHODS = ('ssl', 'l1')
@@ -40,6 +46,9 @@ class SSLConfig:
     align: int = 1
     normalize: bool = True
     skip: list = field(default_factory=list)
+    #: A dense checkpoint for the Temporal Finetuning teacher (default: the network at the end of the sparsity stage;
+    #: required for TF in a run that starts from an already pruned checkpoint). Each host reads its own format.
+    tf_teacher: str | None = None
     reg: RegConfig = field(default_factory=RegConfig)
 
     @classmethod
@@ -67,6 +76,8 @@ class SSLConfig:
             raise ValueError(f'{where}.align must be a positive integer, got {cfg.align!r}')
         if not isinstance(cfg.skip, (list, tuple)) or not all(isinstance(s, str) for s in cfg.skip):
             raise ValueError(f'{where}.skip must be a list of glob patterns, got {cfg.skip!r}')
+        if cfg.tf_teacher is not None and (not isinstance(cfg.tf_teacher, str) or not cfg.tf_teacher):
+            raise ValueError(f'{where}.tf_teacher must be the path of a dense checkpoint, got {cfg.tf_teacher!r}')
         r = cfg.reg
         for name, ok in (('delta', _is_number(r.delta) and r.delta > 0),
                          ('interval', isinstance(r.interval, int) and r.interval >= 1),
@@ -96,7 +107,13 @@ def _broadcast(obj):
 
 
 class SSLController:
-    """Drives Algorithm 1 for one network (plus identically-pruned copies such as an EMA network)."""
+    """Drives Algorithm 1 for one network (plus identically-pruned copies such as an EMA network).
+
+    The hosts only translate: they call :meth:`start`, wrap each training forward in :meth:`clip_losses` (which
+    yields the SIR / TF terms to add), call :meth:`step` after each optimizer step and :meth:`prune` when it returns
+    True, and save :meth:`state_dict`. :meth:`configure` hands in what the host builds from its own registries (the
+    loss modules and a factory for a fresh dense network, from which the TF teacher is built).
+    """
 
     def __init__(self, cfg: SSLConfig):
         self.cfg = cfg
@@ -106,6 +123,33 @@ class SSLController:
         self.spec: dict | None = None
         self.teacher_state: dict | None = None
         self.unit_counts: dict[str, int] = {}  # units per layer at start(), for width_advice()
+        self.cuts: dict = {}  # the last prune's surgery record (per conv: where its tensors came from); not saved
+        self.sir_loss: nn.Module = SIRLoss()
+        self.tf_loss: nn.Module | None = TFLoss()
+        self.teacher_factory: Callable[[], nn.Module] | None = None
+        self._teacher: nn.Module | None = None
+        self._topology: tuple[weakref.ref, Topology] | None = None
+
+    def configure(self, sir_loss: nn.Module | None = None, tf_loss: nn.Module | None = None,
+                  teacher_factory: Callable[[], nn.Module] | None = None, tf: bool = True) -> 'SSLController':
+        """The host's loss modules (built from its registry with the user's weights) and a callable returning a
+        freshly built dense host network (the TF teacher's skeleton). ``tf=False``: finetune without TF."""
+        if sir_loss is not None:
+            self.sir_loss = sir_loss
+        self.tf_loss = (tf_loss if tf_loss is not None else self.tf_loss) if tf else None
+        self.teacher_factory = teacher_factory
+        self._teacher = None
+        return self
+
+    def topology(self, net: nn.Module) -> Topology:
+        """``describe(net)``, computed once per network object (it only changes with start / prune / restore)."""
+        net = bare_model(net)
+        if self._topology is None or self._topology[0]() is not net:
+            self._topology = (weakref.ref(net), describe(net))
+        return self._topology[1]
+
+    def _forget_topology(self) -> None:
+        self._topology = None
 
     # -- start -------------------------------------------------------------------------------------------------
     def start(self, net: nn.Module, others=(), keep_teacher: bool = True) -> None:
@@ -117,6 +161,7 @@ class SSLController:
         scores = l1_scores(net, topology, keys=keys, normalize=self.cfg.normalize)
         self.pruned = _broadcast(select_unimportant(scores, self.cfg.pruning_ratio, self.cfg.scope, self.cfg.align))
         self.unit_counts = {k: int(v.numel()) for k, v in scores.items()}
+        self._forget_topology()
         if self.cfg.method == 'l1':
             self.prune(net, others, keep_teacher=keep_teacher)
             return
@@ -124,6 +169,19 @@ class SSLController:
             insert_scaling_factors(n, topology, skip_keys=skipped)
         r = self.cfg.reg
         self.sir = SparsityRegularizer(self.pruned, r.delta, r.interval, r.ceiling, r.stabilize_iter)
+
+    @classmethod
+    def from_pruned(cls, cfg: SSLConfig, spec: dict, dense: nn.Module) -> 'SSLController':
+        """A new run whose starting network is an already pruned SSL checkpoint (e.g. pruned on REDS, finetuned on
+        Vimeo-90K): it starts in the finetuning stage with that checkpoint's spec. ``dense`` is a freshly built dense
+        host network (for the unit counts; it is not changed). The TF teacher, if any, comes from ``cfg.tf_teacher``
+        (see :meth:`set_teacher_state`); without one the host turns TF off and says so."""
+        spec = check_format(spec)
+        c = cls(cfg)
+        c.stage, c.spec = FINETUNE, spec
+        c.pruned = pruned_sets(spec, describe(bare_model(dense)))
+        c.unit_counts = {k: int(n) for k, n in unit_totals(spec, describe(bare_model(dense))).items()}
+        return c
 
     def width_advice(self, multiple: int = 8) -> str | None:
         """A hint for the log when S leaves pruned layers at kept counts that are not a multiple of ``multiple``:
@@ -141,13 +199,33 @@ class SSLController:
                 f'their MACs promise on GPUs and CPUs. `align: {multiple}` (or 16 for AVX-512 CPUs) rounds kept counts '
                 f'up.')
 
-    # -- sparsity stage ----------------------------------------------------------------------------------------
+    # -- training: the SSL loss terms of one clip -------------------------------------------------------------
+    @property
+    def uses_tf(self) -> bool:
+        """Whether finetuning adds L_TF (a TF loss is configured and teacher weights are known)."""
+        return self.tf_loss is not None and self.teacher_state is not None
+
+    @contextmanager
+    def clip_losses(self, net: nn.Module, lq: torch.Tensor):
+        """Wrap the host's training forward of ``net`` on the clip ``lq``; the yielded dict holds, after the block,
+        the SSL terms to add to the host's loss: ``'sir'`` (sparsity stage) or ``'tf'`` (finetuning with TF)."""
+        terms: dict[str, torch.Tensor] = {}
+        if self.stage == FINETUNE and self.uses_tf:
+            hidden = self.topology(net).hidden
+            target = teacher_hidden_states(self.teacher(lq.device), lq, hidden)
+            with HiddenStateRecorder(net, hidden) as rec:
+                yield terms
+            terms['tf'] = self.tf_loss(rec.states, target)
+            return
+        yield terms
+        if self.stage == SPARSITY and self.sir is not None:
+            terms['sir'] = self.sir_loss(self.sir, scaling_factors(net, self.topology(net)))
+
     def regularization_loss(self, net: nn.Module) -> torch.Tensor | None:
-        """L_SIR during the sparsity stage, else None."""
+        """L_SIR (unweighted) during the sparsity stage, else None: for code that drives the engine without a host."""
         if self.stage != SPARSITY or self.sir is None:
             return None
-        net = bare_model(net)
-        return self.sir.loss(scaling_factors(net, describe(net)))
+        return self.sir.loss(scaling_factors(net, self.topology(net)))
 
     def step(self) -> bool:
         """Advance one iteration; True when the sparsity stage has just finished and the host must call prune()."""
@@ -159,21 +237,53 @@ class SSLController:
     def prune_due(self) -> bool:
         return self.stage == SPARSITY and self.sir is not None and self.sir.done
 
+    # -- the TF teacher ------------------------------------------------------------------------------------------
+    def set_teacher_state(self, state: dict, where: str = 'tf_teacher') -> None:
+        """Use ``state`` (a dense state dict of the host network) as the teacher's weights; checked strictly when a
+        teacher factory is known, so a wrong file stops the run here, not at the first finetuning iteration."""
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        if self.teacher_factory is not None:
+            net = self.teacher_factory()
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise ValueError(f'{where}: not a dense checkpoint of this network: {e}') from e
+        self.teacher_state = state
+        self._teacher = None
+
+    def teacher(self, device: torch.device | str | None = None) -> nn.Module:
+        """The frozen unpruned network (eval, no grad), built once from :attr:`teacher_state` by the host factory."""
+        if self.teacher_state is None:
+            raise RuntimeError('Temporal Finetuning needs the unpruned teacher weights, but the SSL state holds none')
+        if self.teacher_factory is None:
+            raise RuntimeError('SSLController.configure(teacher_factory=...) was not called by the host')
+        if self._teacher is None:
+            net = self.teacher_factory()
+            net.load_state_dict(self.teacher_state, strict=True)
+            self._teacher = frozen_teacher(net)
+        if device is not None and next(self._teacher.parameters()).device != torch.device(device):
+            self._teacher.to(device)
+        return self._teacher
+
     # -- prune ---------------------------------------------------------------------------------------------------
     def prune(self, net: nn.Module, others=(), keep_teacher: bool = True) -> dict:
         """Remove S from ``net`` and ``others`` identically (in place); keeps the unpruned ``net`` (γ merged) as the
-        Temporal Finetuning teacher's weights. Returns the spec."""
+        Temporal Finetuning teacher's weights unless a teacher is already set (``tf_teacher``). Returns the spec;
+        :attr:`cuts` records where each pruned conv's tensors came from (for the optimizer state)."""
         net = bare_model(net)
         topology = describe(net)
-        if keep_teacher:
+        if keep_teacher and self.teacher_state is None:
             teacher = copy.deepcopy(net)
             merge_scaling_factors(teacher, topology)
             self.teacher_state = {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()}
             del teacher
-        self.spec = prune(net, self.pruned, topology)
+        self.cuts = {}
+        self.spec = prune(net, self.pruned, topology, record=self.cuts)
         for other in others:
             prune(bare_model(other), self.pruned, topology)
         self.stage = FINETUNE
+        self._forget_topology()
+        self._teacher = None
         return self.spec
 
     # -- resume ----------------------------------------------------------------------------------------------
@@ -188,18 +298,20 @@ class SSLController:
             apply_spec(net, self.spec)
         elif self.cfg.method == 'ssl':
             insert_scaling_factors(net, topology, skip_keys=topology.skipped_keys(self.cfg.skip))
+        self._forget_topology()
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (tensors, str, numbers; loadable with ``weights_only=True``)."""
         return {'cfg': self.cfg.to_dict(), 'stage': self.stage, 'pruned': self.pruned,
                 'sir': self.sir.state_dict() if self.sir else None, 'spec': self.spec,
-                'teacher_state': self.teacher_state}
+                'teacher_state': self.teacher_state, 'unit_counts': dict(self.unit_counts)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> 'SSLController':
         c = cls(SSLConfig.from_dict(state['cfg']))
         c.stage, c.pruned, c.spec, c.teacher_state = state['stage'], state['pruned'], state['spec'], \
             state['teacher_state']
+        c.unit_counts = dict(state.get('unit_counts') or {})
         c.sir = SparsityRegularizer.from_state_dict(state['sir']) if state['sir'] else None
         return c
 
@@ -214,8 +326,7 @@ class SSLController:
             out['num_pruned'] = float(sum(v.numel() for v in self.pruned.values()))
         if self.stage == SPARSITY and self.sir is not None:
             out['alpha'] = self.sir.current_alpha()
-            net = bare_model(net)
-            gammas = scaling_factors(net, describe(net))
+            gammas = scaling_factors(net, self.topology(net))
             stats = gamma_stats(gammas, self.pruned)
             for side, col in (('pruned', 0), ('kept', 1)):
                 total = count = 0.0
@@ -231,3 +342,32 @@ class SSLController:
                     out[f'gamma_pruned/{key}'] = p
                     out[f'gamma_kept/{key}'] = k
         return out
+
+
+def _unit_keys(unit) -> dict[str, str]:
+    """Spec field -> scaling-factor key of one unit."""
+    if isinstance(unit, ResidualUnit):
+        return dict(zip(FIELDS['residual'], (in_key(unit.conv1_path), unit.conv1_path, unit.conv2_path)))
+    kind = 'pixel_shuffle' if hasattr(unit, 'scale') else 'plain'
+    return {FIELDS[kind][0]: unit.path}
+
+
+def unit_totals(spec: dict, topology: Topology) -> dict[str, int]:
+    """Dense unit count per scaling-factor key, as recorded in ``spec``."""
+    return {key: int(spec['units'][u.path]['total'][f]) for u in topology.units for f, key in _unit_keys(u).items()
+            if u.path in spec['units']}
+
+
+def pruned_sets(spec: dict, topology: Topology) -> dict[str, torch.Tensor]:
+    """The unimportant set S a spec removed, per scaling-factor key (the complement of its kept indices)."""
+    out = {}
+    for u in topology.units:
+        entry = spec['units'].get(u.path)
+        if entry is None:
+            raise SpecError(f'pruning spec has no entry for {u.path} (another architecture or depth?)')
+        for f, key in _unit_keys(u).items():
+            n = int(entry['total'][f])
+            mask = torch.ones(n, dtype=torch.bool)
+            mask[torch.tensor(entry[f], dtype=torch.int64)] = False
+            out[key] = torch.nonzero(mask).flatten()
+    return out

@@ -7,6 +7,8 @@ old weights, so no hook or γ survives and autograd sees ordinary parameters.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -16,6 +18,18 @@ from .rsc import RSCBlock
 from .scaling import merge_scaling_factors, scaling_factors
 from .spec import FIELDS, KIND, SpecError, check_format, make_spec
 from .topology import IN_SUFFIX, PixelShuffleUnit, ResidualUnit, Topology, get_module, in_key, set_module
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a pruned conv's tensors come from: ``weight = dense[old_path].weight[out][:, in] * out_scale[:, None] *
+    in_scale[None, :]`` (``bias = dense bias[out] * out_scale``); the scales are the merged γ (and a residual block's
+    ``res_scale``). Optimizer state (Adam moments) is carried across the cut with it."""
+    old_path: str
+    out: torch.Tensor
+    in_: torch.Tensor
+    out_scale: torch.Tensor
+    in_scale: torch.Tensor
 
 
 def key_size(net: nn.Module, topology: Topology, key: str) -> int:
@@ -45,8 +59,25 @@ def _sliced(conv: nn.Conv2d, out_idx, in_idx, scale: float = 1.0) -> nn.Conv2d:
     return new
 
 
-def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor]) -> dict:
-    """Apply kept indices (one sorted vector per key) to ``net`` in place; return the spec."""
+def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor], record: dict | None = None,
+         scales: dict | None = None) -> dict:
+    """Apply kept indices (one sorted vector per key) to ``net`` in place; return the spec.
+
+    ``record`` (optional) receives, per new conv path, where its tensors came from (see :class:`Cut`); ``scales``
+    holds the γ each dense conv had before they were merged, so the record can state the merge factor too.
+    """
+    scales = scales or {}
+
+    def note(new_path, old_path, conv, out_idx, in_idx, extra=1.0):
+        if record is None:
+            return
+        out_scale, in_scale = scales.get(old_path, (None, None))
+        out_idx = torch.arange(conv.out_channels) if out_idx is None else out_idx.cpu()
+        in_idx = torch.arange(conv.in_channels) if in_idx is None else in_idx.cpu()
+        o = torch.ones(conv.out_channels, dtype=torch.float64) if out_scale is None else out_scale
+        i = torch.ones(conv.in_channels, dtype=torch.float64) if in_scale is None else in_scale
+        record[new_path] = Cut(old_path, out_idx, in_idx, o[out_idx] * float(extra), i[in_idx])
+
     out_keep: dict[str, torch.Tensor] = {}
     in_mask: dict[str, torch.Tensor] = {}
     units_spec: dict[str, dict] = {}
@@ -66,6 +97,8 @@ def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor]) -> d
                 raise SpecError(f'{unit.path} is already pruned')
             c1, c2 = get_module(block, unit.conv1), get_module(block, unit.conv2)
             res_scale = float(getattr(block, 'res_scale', 1.0))
+            note(f'{unit.path}.conv1', unit.conv1_path, c1, k_mid, k_in)
+            note(f'{unit.path}.conv2', unit.conv2_path, c2, k_out, k_mid, res_scale)
             new = RSCBlock(_sliced(c1, k_mid, k_in), _sliced(c2, k_out, k_mid, res_scale), get_module(block, unit.act),
                            k_in, k_out, width=c1.in_channels)
             new.train(block.training)
@@ -92,20 +125,24 @@ def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor]) -> d
     for path in dict.fromkeys(list(out_keep) + list(in_mask)):
         conv = get_module(net, path)
         in_idx = torch.nonzero(in_mask[path]).flatten() if path in in_mask else None
+        note(path, path, conv, out_keep.get(path), in_idx)
         set_module(net, path, _sliced(conv, out_keep.get(path), in_idx))
     return make_spec(topology.arch, units_spec)
 
 
-def prune(net: nn.Module, pruned: dict[str, torch.Tensor], topology: Topology | None = None) -> dict:
+def prune(net: nn.Module, pruned: dict[str, torch.Tensor], topology: Topology | None = None,
+          record: dict | None = None) -> dict:
     """Merge every γ into the weights, remove the units in ``pruned`` (key -> indices) and return the spec.
 
     The network is changed in place (pass the bare module or a DDP wrapper; wrappers must be rebuilt afterwards).
+    ``record`` (a dict) receives a :class:`Cut` per replaced conv, so optimizer state can follow the cut.
     """
     net = bare_model(net)
     topology = topology or describe(net)
     unknown = set(pruned) - set(topology.keys())
     if unknown:
         raise KeyError(f'pruned set names keys that {topology.arch} does not have: {sorted(unknown)[:5]}')
+    scales = _gamma_scales(net, topology) if record is not None else None
     merge_scaling_factors(net, topology)
     kept = {}
     for key in topology.keys():
@@ -116,7 +153,23 @@ def prune(net: nn.Module, pruned: dict[str, torch.Tensor], topology: Topology | 
         kept[key] = kept_indices(n, idx)
         if kept[key].numel() == 0:
             raise ValueError(f'{key}: every unit would be removed; at least one must stay')
-    return _cut(net, topology, kept)
+    return _cut(net, topology, kept, record, scales)
+
+
+@torch.no_grad()
+def _gamma_scales(net: nn.Module, topology: Topology) -> dict:
+    """Per conv path: (per-filter factor, per-input-channel factor) that merging γ multiplies its weight by."""
+    scales: dict[str, list] = {}
+    for key, gamma in scaling_factors(net, topology).items():
+        is_in = key.endswith(IN_SUFFIX)
+        path = key[:-len(IN_SUFFIX)] if is_in else key
+        g = gamma.detach().double().cpu()
+        entry = scales.setdefault(path, [None, None])
+        if is_in:
+            entry[1] = g
+        else:
+            entry[0] = g.repeat_interleave(get_module(net, path).out_channels // g.numel())
+    return {k: tuple(v) for k, v in scales.items()}
 
 
 def apply_spec(net: nn.Module, spec) -> nn.Module:

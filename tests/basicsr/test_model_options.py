@@ -74,11 +74,61 @@ def test_pretrained_weights_of_another_width_are_an_error(tiny_data, tmp_path, s
         _build(opt, tmp_path)   # never BasicSR's silent '.ignore' with strict_load_g: false
 
 
-def test_pruned_checkpoint_cannot_seed_a_fresh_ssl_run(tiny_data, pruned_run):
-    _, _, path = pruned_run
+def _one_step(model, lq_size=36):
+    torch.manual_seed(0)
+    lq = torch.rand(1, 3, 3, lq_size, lq_size)
+    model.feed_data({'lq': lq, 'gt': torch.rand(1, 3, 3, lq_size * 4, lq_size * 4)})
+    model.optimize_parameters(1)
+    return model.log_dict
+
+
+def test_pruned_checkpoint_starts_a_new_run_in_the_finetune_stage(tiny_data, pruned_run, tmp_path):
+    """Prune on one data set, finetune on another: a pruned checkpoint as the dense model starts a new run that
+    finetunes it with its spec (no stale SIR state); TF needs a named dense teacher, else it is off and logged."""
+    _, first, path = pruned_run
     opt = _opt(tiny_data, path__pretrain_network_g=str(path))
-    with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*SSL checkpoint \(pruned\)'):
-        _build(opt, path.parent.parent)
+    model = _build(opt, tmp_path / 'no_teacher')
+    ctrl = model.controller
+    assert ctrl.stage == 'finetune' and ctrl.spec == first.controller.spec and ctrl.sir is None
+    assert {k: torch.equal(v, first.controller.pruned[k]) for k, v in ctrl.pruned.items()} == \
+        {k: True for k in first.controller.pruned}
+    saved = torch.load(path, map_location='cpu', weights_only=True)['params']
+    assert all(torch.equal(v, saved[k]) for k, v in model.net_g.state_dict().items())
+    assert not ctrl.uses_tf and 'l_tf' not in _one_step(model)
+
+    teacher = tmp_path / 'dense.pth'
+    torch.save({'params': first.controller.teacher_state}, teacher)
+    model = _build(merge(opt, ssl__tf_teacher=str(teacher)), tmp_path / 'teacher')
+    assert model.controller.uses_tf and model.controller.stage == 'finetune'
+    assert set(_one_step(model)) == {'l_pix', 'l_tf'}
+
+
+def test_tf_teacher_must_be_a_dense_checkpoint_of_the_network(tiny_data, pruned_run, tmp_path):
+    _, _, path = pruned_run
+    opt = _opt(tiny_data, path__pretrain_network_g=str(path), ssl__tf_teacher=str(path))
+    with pytest.raises(ValueError, match=r'ssl\.tf_teacher .*must be a dense network'):
+        _build(opt, tmp_path / 'a')
+    wide = tmp_path / 'wide.pth'
+    torch.save({'params': build_network({'type': 'BasicVSRUni', 'num_feat': 16, 'num_block': 1,
+                                         'num_feat_hr': 8}).state_dict()}, wide)
+    with pytest.raises(ValueError, match=r'ssl\.tf_teacher .*not a dense checkpoint of this network'):
+        _build(merge(opt, ssl__tf_teacher=str(wide)), tmp_path / 'b')
+
+
+def test_sparsity_stage_checkpoint_cannot_seed_a_new_run(tiny_data, tmp_path):
+    model = _build(_opt(tiny_data), tmp_path)
+    assert model.controller.stage == 'sparsity'
+    (tmp_path / 'experiments' / 'opts' / 'models').mkdir(parents=True)
+    model.save_network(model.net_g, 'net_g', 1)
+    path = tmp_path / 'experiments' / 'opts' / 'models' / 'net_g_1.pth'
+    with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*sparsity-stage SSL checkpoint'):
+        _build(_opt(tiny_data, path__pretrain_network_g=str(path)), tmp_path / 'again')
+
+
+def test_tf_is_on_by_default_and_off_with_a_null_tf_opt(tiny_data, tmp_path):
+    assert _build(_opt(tiny_data, train__tf_opt=...), tmp_path / 'a').cri_tf is not None
+    model = _build(_opt(tiny_data, train__tf_opt=None), tmp_path / 'b')
+    assert model.cri_tf is None and model.controller.tf_loss is None
 
 
 def test_pruned_checkpoint_does_not_fit_a_network_of_another_width(tiny_data, pruned_run):
@@ -110,9 +160,9 @@ def test_ema_is_pruned_identically_and_teacher_is_dense(tiny_data, pruned_run):
     shapes = {k: v.shape for k, v in model.net_g.state_dict().items()}
     assert shapes == {k: v.shape for k, v in model.net_g_ema.state_dict().items()}
     dense = build_network(model.opt['network_g'])
-    assert {k: v.shape for k, v in model.teacher.state_dict().items()} == \
-        {k: v.shape for k, v in dense.state_dict().items()}
-    assert not any(p.requires_grad for p in model.teacher.parameters())
+    teacher = model.controller.teacher()
+    assert {k: v.shape for k, v in teacher.state_dict().items()} == {k: v.shape for k, v in dense.state_dict().items()}
+    assert not any(p.requires_grad for p in teacher.parameters())
 
 
 def test_cpu_validation_keeps_metric_buffers_on_the_model_device(tiny_data, tmp_path):

@@ -61,7 +61,7 @@ def test_training_option_file(name, tmp_path):
     small['path'] = dict(opt['path'], pretrain_network_g=None)
     model = build_model(parsed(small, tmp_path))
     assert model.controller.stage == ('sparsity' if cfg.method == 'ssl' else 'finetune')
-    assert (model.cri_tf is not None) == ('tf_opt' in train)
+    assert (model.cri_tf is not None) == (train.get('tf_opt', 'TF on by default') is not None)
 
 
 def test_test_option_file_evaluates_the_reds_run():

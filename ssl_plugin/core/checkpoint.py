@@ -1,0 +1,99 @@
+"""A saved SSL network = a plain state dict + (once pruned) the JSON-able pruning spec: one save / load pair for both
+hosts, which only choose where in their own checkpoint files the two go.
+
+Why: nothing is pickled (every file loads with ``torch.load(weights_only=True)``), and a sparsity-stage state needs no
+spec: its scaling factors γ are ordinary entries (``<conv>.ssl_gamma`` / ``<conv>.ssl_gamma_in``) that name their own
+keys. Loading first gives a freshly built dense host network the structure the state describes, then loads strictly;
+every mismatch is an error naming the file and the tensors, never a silently skipped key.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import bare_model, describe
+from .rsc import RSCBlock
+from .scaling import GAMMA_IN, GAMMA_OUT, insert_scaling_factors, scaling_factors
+from .spec import SpecError
+from .surgery import apply_spec
+from .topology import IN_SUFFIX
+
+DENSE, SCALED, PRUNED = 'dense', 'scaled', 'pruned'
+WRAPPER_PREFIX = 'module.'
+
+
+def network_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict to save: the bare network's tensors on CPU, without a DDP wrapper's ``module.`` prefix."""
+    return {k.removeprefix(WRAPPER_PREFIX): v.detach().cpu() for k, v in bare_model(net).state_dict().items()}
+
+
+def gamma_keys(state: dict) -> set[str]:
+    """Scaling-factor keys (``'<conv>'`` / ``'<conv>@in'``) whose γ a state dict holds."""
+    keys = set()
+    for name in state:
+        prefix, _, leaf = name.rpartition('.')
+        if leaf == GAMMA_OUT:
+            keys.add(prefix)
+        elif leaf == GAMMA_IN:
+            keys.add(prefix + IN_SUFFIX)
+    return keys
+
+
+def is_pruned(net: nn.Module) -> bool:
+    return any(isinstance(m, RSCBlock) for m in bare_model(net).modules())
+
+
+def structure_of(state: dict, spec: dict | None) -> str:
+    """``'pruned'`` (a spec), ``'scaled'`` (γ inserted: a sparsity-stage state) or ``'dense'``."""
+    if spec is not None:
+        return PRUNED
+    return SCALED if gamma_keys(state) else DENSE
+
+
+def conform(net: nn.Module, state: dict, spec: dict | None, where: str = 'checkpoint') -> str:
+    """Give the freshly built ``net`` the structure ``state`` / ``spec`` were saved with (pruned skeleton or γ);
+    returns that structure. A network that already has it is left alone."""
+    net = bare_model(net)
+    kind = structure_of(state, spec)
+    if kind == PRUNED:
+        if not is_pruned(net):
+            try:
+                apply_spec(net, spec)
+            except (SpecError, TypeError) as e:
+                raise SpecError(f'{where}: its pruning spec does not fit the network: {e}') from e
+        return kind
+    if kind == DENSE or is_pruned(net):
+        return kind
+    wanted = gamma_keys(state)
+    topology = describe(net)
+    unknown = wanted - set(topology.keys())
+    if unknown:
+        raise SpecError(f'{where}: scaling factors for {sorted(unknown)[:4]}, which {topology.arch} does not have')
+    have = set(scaling_factors(net, topology))
+    if have and have != wanted:
+        raise SpecError(f'{where}: the checkpoint has scaling factors on {len(wanted)} keys, '
+                        f'the network on {len(have)}')
+    insert_scaling_factors(net, topology, skip_keys=set(topology.keys()) - wanted)
+    return kind
+
+
+def check_shapes(net: nn.Module, state: dict, where: str = 'checkpoint') -> None:
+    """Raise, naming ``where`` and the first mismatching tensors, when a shared key has a different shape."""
+    own = bare_model(net).state_dict()
+    bad = [f'{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}'
+           for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if bad:
+        more = f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''
+        raise ValueError(f'{where}: tensor shapes do not fit the network (different num_feat / num_block, or a '
+                         f'checkpoint of another architecture?): {"; ".join(bad[:3])}{more}')
+
+
+def load_network_state(net: nn.Module, state: dict, spec: dict | None = None, where: str = 'checkpoint',
+                       strict: bool = True) -> str:
+    """Load a saved SSL or dense state into a freshly built host ``net`` (rebuilt to the saved structure first);
+    returns the structure (``'dense'``, ``'scaled'`` or ``'pruned'``)."""
+    state = {k.removeprefix(WRAPPER_PREFIX): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    kind = conform(net, state, spec, where=where)
+    check_shapes(net, state, where=where)
+    bare_model(net).load_state_dict(state, strict=strict)
+    return kind
