@@ -3,7 +3,11 @@
 Topology (what is coupled) -> criterion (what is unimportant) -> SIR (make it sparse) -> surgery (how to cut) -> spec
 (how to rebuild) -> Temporal Finetuning (recover along the recurrence).
 """
-from . import archs  # noqa: F401  (registers the supported topologies)
+from . import (
+    archs,  # noqa: F401  (registers the supported topologies)
+    checkpoint,
+    optim_state,
+)
 from .cost import cost_summary, count_macs, count_params
 from .criterion import kept_indices, l1_scores, select_unimportant
 from .losses import SIRLoss, TFLoss
@@ -30,5 +34,5 @@ __all__ = [
     'gamma_stats', 'insert_scaling_factors', 'kept_indices', 'l1_scores', 'merge_scaling_factors', 'prune',
     'reconstruction_chain', 'register_topology', 'residual_units', 'scaling_factors', 'select_unimportant',
     'supported', 'HiddenStateRecorder', 'frozen_teacher', 'teacher_hidden_states', 'temporal_finetuning_loss',
-    'SIRLoss', 'TFLoss', 'cost_summary', 'count_macs', 'count_params',
+    'SIRLoss', 'TFLoss', 'cost_summary', 'count_macs', 'count_params', 'checkpoint', 'optim_state',
 ]

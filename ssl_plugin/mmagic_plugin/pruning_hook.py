@@ -15,7 +15,9 @@ import math
 
 from mmagic.registry import HOOKS, MODELS
 from mmengine.hooks import EMAHook, Hook
+from mmengine.runner.checkpoint import _load_checkpoint
 
+from ..core import checkpoint as core_ckpt
 from ..core import count_params
 from ..core.algorithm import FINETUNE, SPARSITY, SSLController
 from .rebuild import TrainStateRebuilder, bare_runner_model
@@ -40,6 +42,8 @@ class SSLPruningHook(Hook):
         if interval is not None and (not isinstance(interval, int) or interval < 1):
             raise ValueError(f'SSLPruningHook.interval must be a positive integer, got {interval!r}')
         self.interval = interval
+        self._new_run = False  # load_from (not --resume) was a pruned SSL checkpoint
+        self._scaled_start = None  # load_from (not --resume) was a sparsity-stage SSL checkpoint
 
     # -- helpers -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -72,11 +76,21 @@ class SSLPruningHook(Hook):
     def before_train(self, runner) -> None:
         model = self._model(runner)
         ctrl = model.ssl_controller
+        if self._scaled_start is not None:
+            raise ValueError(f'{self._scaled_start} is a sparsity-stage SSL checkpoint (with scaling factors); a new '
+                             'SSL run starts from a dense or a pruned generator. Continue its run with --resume, '
+                             'or evaluate it with tools/test.py')
+        if ctrl is not None and self._new_run:  # load_from = a pruned checkpoint: this run finetunes it
+            self._load_tf_teacher(runner, model, ctrl)
+            model.step_counter.fill_(runner.iter)
+            runner.logger.info(f'SSL: load_from is a pruned SSL checkpoint: this run finetunes it '
+                               f'({"with" if ctrl.uses_tf else "without"} Temporal Finetuning)')
+            self._new_run = False
         if ctrl is None:
-            ctrl = SSLController(model.ssl_cfg)
+            ctrl = model.attach(SSLController(model.ssl_cfg))
+            self._load_tf_teacher(runner, model, ctrl)
             state = TrainStateRebuilder(runner)
             ctrl.start(model.generator)
-            model.ssl_controller = ctrl
             # fix_iter counts from the start of the SSL run, not from a pretrained checkpoint's step counter.
             model.step_counter.fill_(runner.iter)
             state.rebuild(next_iter=runner.iter)
@@ -122,8 +136,7 @@ class SSLPruningHook(Hook):
         state = TrainStateRebuilder(runner)
         dense = count_params(model.generator)
         ctrl.prune(model.generator)
-        model.reset_teacher()
-        state.rebuild(next_iter=next_iter)
+        state.rebuild(next_iter=next_iter, cuts=ctrl.cuts, net=model.generator, prefix='generator.')
         # Sparsity-stage scalars would otherwise be logged with their last value for the rest of the run.
         for key in SPARSITY_SCALARS:
             runner.message_hub.log_scalars.pop(key, None)
@@ -132,8 +145,9 @@ class SSLPruningHook(Hook):
     def _log_pruned(self, runner, model, dense: int | None) -> None:
         pruned = count_params(model.generator)
         before = f'{dense} -> ' if dense is not None else ''
+        tf = 'with' if model.ssl_controller.uses_tf else 'without'
         runner.logger.info(f'SSL: pruned at iteration {runner.iter}; generator parameters {before}{pruned}; '
-                           'finetuning with Temporal Finetuning from here on')
+                           f'finetuning {tf} Temporal Finetuning from here on')
 
     @staticmethod
     def _num_pruned(ctrl) -> int:
@@ -146,16 +160,50 @@ class SSLPruningHook(Hook):
             checkpoint[CHECKPOINT_KEY] = ctrl.state_dict()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Give the generator the structure the checkpoint was saved with, before mmengine loads its weights.
+
+        ``--resume`` continues the saved run exactly (stage, S, α, teacher). ``load_from`` without ``--resume`` (and
+        ``tools/test.py``) only takes the checkpoint's network: a pruned one starts a new run in the finetuning
+        stage with its spec and this config's ``model.ssl`` (TF teacher from ``ssl.tf_teacher``); a sparsity-stage
+        one can be evaluated but not start a new run."""
         state = checkpoint.get(CHECKPOINT_KEY)
         if state is None:  # a dense checkpoint (e.g. the pretrained model to prune): nothing to restore
             return
         model = self._model(runner)
-        ctrl = SSLController.from_state_dict(state)
+        saved = SSLController.from_state_dict(state)
         train_state = TrainStateRebuilder(runner)
         if model.ssl_controller is not None:  # the generator was already changed: start from a dense one
             model.generator = self._fresh_generator(model)
+        resume = bool(getattr(runner, '_resume', False))
+        if resume or saved.stage == SPARSITY:
+            ctrl = saved
+            self._scaled_start = None if resume else getattr(runner, '_load_from', 'load_from')
+        else:
+            ctrl = SSLController.from_pruned(model.ssl_cfg, saved.spec, model.generator)
+            self._new_run = True
         ctrl.restore_structure(model.generator)
-        model.ssl_controller = ctrl
-        model.reset_teacher()
+        model.attach(ctrl)
         train_state.rebuild()
-        runner.logger.info(f'SSL: restored the {ctrl.stage}-stage structure from the checkpoint')
+        runner.logger.info(f'SSL: restored the {ctrl.stage}-stage structure from the checkpoint'
+                           f'{"" if resume else " (a new run: its SSL state is not resumed)"}')
+
+    # -- the TF teacher ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _load_tf_teacher(runner, model: SSLBasicVSR, ctrl: SSLController) -> None:
+        """``model.ssl.tf_teacher``: a dense mmagic checkpoint (``state_dict`` with ``generator.`` keys) as the TF
+        teacher."""
+        path = ctrl.cfg.tf_teacher
+        if path is None or model.tf_loss is None:
+            return
+        where = f'model.ssl.tf_teacher ({path})'
+        ckpt = _load_checkpoint(path, map_location='cpu')
+        if CHECKPOINT_KEY in ckpt:
+            raise ValueError(f'{where}: the teacher must be a dense network, this is an SSL checkpoint')
+        state = ckpt.get('state_dict', ckpt)
+        prefix = 'generator.'
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} \
+            if any(k.startswith(prefix) for k in state) else dict(state)
+        if core_ckpt.structure_of(state, None) != core_ckpt.DENSE:
+            raise ValueError(f'{where}: the teacher must be a dense network, this holds scaling factors')
+        ctrl.set_teacher_state(state, where=where)
+        runner.logger.info(f'SSL: Temporal Finetuning teacher from {path}')

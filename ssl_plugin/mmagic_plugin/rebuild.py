@@ -28,6 +28,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import nn
 
+from ..core import optim_state
+
 #: Scheduler state that holds one entry per parameter group (mmengine _ParamScheduler and ReduceOnPlateau).
 PER_GROUP_STATE = ('base_values', '_last_value', 'min_values')
 
@@ -99,10 +101,13 @@ class TrainStateRebuilder:
         votes = Counter(self.group_of[n] for n in names if n in self.group_of)
         return votes.most_common(1)[0][0] if votes else None
 
-    def rebuild(self, next_iter: int | None = None) -> None:
+    def rebuild(self, next_iter: int | None = None, cuts: dict | None = None, net: nn.Module | None = None,
+                prefix: str = '') -> None:
         """Re-wrap DDP, rebuild optimizer wrapper and schedulers, carry state over; ``next_iter`` is the iteration
         the loop runs next (for the wrapper's gradient-accumulation counters; default ``runner.iter``, read only when
-        training, since reading it outside training builds the train loop)."""
+        training, since reading it outside training builds the train loop). After a prune, ``cuts`` (the
+        controller's surgery record for ``net``, whose parameters are named ``prefix + name`` in the model) lets the
+        cut tensors keep their sliced optimizer state (core's rule, as on BasicSR)."""
         runner = self.runner
         model = bare_runner_model(runner)
         with all_trainable(model), quiet(runner.logger):
@@ -125,6 +130,14 @@ class TrainStateRebuilder:
         for name, (old_p, state) in self.old_state.items():
             if params.get(name) is old_p:
                 wrapper.optimizer.state[old_p] = state
+        if cuts:
+            snap = {n[len(prefix):]: st for n, (_, st) in self.old_state.items() if n.startswith(prefix)}
+            carried, dropped = optim_state.carried_state(snap, net, cuts)
+            n = optim_state.load_carried(wrapper.optimizer, net, carried)
+            runner.logger.info(f'SSL: optimizer state carried over for {n} of {sum(1 for _ in net.parameters())} '
+                               'generator parameters')
+            if dropped:
+                runner.logger.warning(f'SSL: optimizer state entries not carried (unknown kind): {dropped[:4]}')
         # Schedulers: fresh ones from the config (their construction steps and resets group values) ...
         cfg_sched = runner.cfg.get('param_scheduler')
         if cfg_sched is not None and self.old_schedulers:

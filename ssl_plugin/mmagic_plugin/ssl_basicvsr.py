@@ -3,18 +3,18 @@
 The model only translates: during the sparsity stage it adds ``loss_sir`` (L_SIR of the engine's regularizer on the
 generator's scaling factors), during finetuning ``loss_tf`` (Temporal Finetuning against the frozen unpruned teacher).
 Algorithm 1 itself (choosing S, the α schedule, pruning, checkpoint state) is driven by ``SSLPruningHook`` through the
-engine's ``SSLController``, which the hook attaches to ``model.ssl_controller``.
+engine's ``SSLController``, which the hook attaches to ``model.ssl_controller``; the controller computes both terms
+(:meth:`~ssl_plugin.core.algorithm.SSLController.clip_losses`) and builds the TF teacher with this model's builder.
 """
 from __future__ import annotations
 
 import copy
 
-import torch
 from mmagic.models.editors.basicvsr import BasicVSR
 from mmagic.registry import MODELS
 
-from ..core import HiddenStateRecorder, describe, frozen_teacher, scaling_factors, teacher_hidden_states
-from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig
+from ..core import describe
+from ..core.algorithm import SSLConfig, SSLController
 from ..core.scaling import GAMMA_IN, GAMMA_OUT
 
 HOOK_HINT = "add dict(type='SSLPruningHook') to custom_hooks (with custom_imports of ssl_plugin.mmagic_plugin)"
@@ -55,30 +55,19 @@ class SSLBasicVSR(BasicVSR):
         self.sir_loss = MODELS.build(copy.deepcopy(sir_loss))
         self.tf_loss = MODELS.build(copy.deepcopy(tf_loss)) if tf_loss is not None else None
         self._generator_cfg = _without_pretrained(generator)
-        # Plain attributes (not submodules): neither in the state dict, nor in the optimizer, nor in DDP.
+        # A plain attribute (not a submodule): neither in the state dict, nor in the optimizer, nor in DDP.
         self.ssl_controller = None
-        object.__setattr__(self, '_teacher', None)
         self._register_load_state_dict_pre_hook(self._check_checkpoint_structure)
 
-    # -- teacher ---------------------------------------------------------------------------------------------------
-    def reset_teacher(self) -> None:
-        """Forget the teacher (after a prune or a restore, the controller holds new teacher weights)."""
-        object.__setattr__(self, '_teacher', None)
-
-    def teacher(self) -> torch.nn.Module:
-        """The frozen unpruned generator: fresh host network + the controller's teacher weights, built on first use."""
-        ctrl = self.ssl_controller
-        if ctrl is None or ctrl.teacher_state is None:
-            raise RuntimeError('Temporal Finetuning needs the unpruned teacher weights, but the SSL controller holds '
-                               'none (was the checkpoint saved with keep_teacher=False?)')
-        ref = next(self.generator.parameters())
-        if self._teacher is None:
-            net = MODELS.build(self._generator_cfg)
-            net.load_state_dict(ctrl.teacher_state, strict=True)
-            object.__setattr__(self, '_teacher', frozen_teacher(net))
-        if next(self._teacher.parameters()).device != ref.device:
-            self._teacher.to(ref.device)
-        return self._teacher
+    # -- controller ----------------------------------------------------------------------------------------------
+    def attach(self, ctrl: SSLController) -> SSLController:
+        """Make ``ctrl`` this model's controller, with mmagic's loss modules and a builder of fresh dense generators
+        (the TF teacher's skeleton; weights come from the controller)."""
+        ctrl.configure(sir_loss=self.sir_loss, tf_loss=self.tf_loss,
+                       teacher_factory=lambda: MODELS.build(copy.deepcopy(self._generator_cfg)),
+                       tf=self.tf_loss is not None)
+        self.ssl_controller = ctrl
+        return ctrl
 
     # -- losses ----------------------------------------------------------------------------------------------------
     def forward_train(self, inputs, data_samples=None, **kwargs):
@@ -86,14 +75,9 @@ class SSLBasicVSR(BasicVSR):
         if ctrl is None:
             raise RuntimeError(f'SSLBasicVSR trains only under SSLPruningHook, which drives the SSL stages: '
                                f'{HOOK_HINT}')
-        if ctrl.stage == FINETUNE and self.tf_loss is not None:
-            with HiddenStateRecorder(self.generator) as rec:
-                losses = super().forward_train(inputs, data_samples, **kwargs)
-            losses['loss_tf'] = self.tf_loss(rec.states, teacher_hidden_states(self.teacher(), inputs))
-            return losses
-        losses = super().forward_train(inputs, data_samples, **kwargs)
-        if ctrl.stage == SPARSITY and ctrl.sir is not None:
-            losses['loss_sir'] = self.sir_loss(ctrl.sir, scaling_factors(self.generator, describe(self.generator)))
+        with ctrl.clip_losses(self.generator, inputs) as terms:
+            losses = super().forward_train(inputs, data_samples, **kwargs)
+        losses.update({f'loss_{name}': term for name, term in terms.items()})
         return losses
 
     # -- loading ---------------------------------------------------------------------------------------------------

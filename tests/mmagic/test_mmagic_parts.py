@@ -49,7 +49,7 @@ def test_sparsity_stage_adds_sir_loss():
     model = tiny_model(sir_loss=dict(type='SIRLoss', loss_weight=2.0))
     ctrl = SSLController(model.ssl_cfg)
     ctrl.start(model.generator)
-    model.ssl_controller = ctrl
+    model.attach(ctrl)
     lq, ds = batch()
     assert float(model.forward_train(lq, ds)['loss_sir']) == 0.0  # α starts at 0
     ctrl.step()
@@ -66,7 +66,7 @@ def test_finetune_stage_adds_tf_loss_against_frozen_unpruned_teacher():
     model = tiny_model()
     ctrl = SSLController(model.ssl_cfg)
     ctrl.start(model.generator)
-    model.ssl_controller = ctrl
+    model.attach(ctrl)
     lq, ds = batch()
     with torch.no_grad():
         for g in scaling_factors(model.generator, describe(model.generator)).values():
@@ -75,7 +75,7 @@ def test_finetune_stage_adds_tf_loss_against_frozen_unpruned_teacher():
     ctrl.prune(model.generator)
     losses = model.forward_train(lq, ds)
     assert set(losses) == {'loss', 'loss_tf'} and float(losses['loss_tf']) > 0
-    teacher = model.teacher()
+    teacher = model.ssl_controller.teacher()
     torch.testing.assert_close(teacher(lq), dense_out, rtol=1e-4, atol=1e-5)  # the unpruned network, γ merged
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     assert not any(p is q for p in teacher.parameters() for q in model.parameters())
@@ -88,7 +88,7 @@ def test_tf_loss_none_finetunes_with_pixel_loss_only():
     model = tiny_model(tf_loss=None)
     ctrl = SSLController(SSLConfig.from_dict(dict(method='l1')))
     ctrl.start(model.generator)
-    model.ssl_controller = ctrl
+    model.attach(ctrl)
     assert set(model.forward_train(*batch())) == {'loss'}
 
 
@@ -144,7 +144,7 @@ def test_loading_a_checkpoint_rebuilds_its_structure_even_on_a_changed_model():
     ctrl = SSLController(trained.ssl_cfg)
     ctrl.start(trained.generator)
     ctrl.prune(trained.generator)
-    trained.ssl_controller = ctrl
+    trained.attach(ctrl)
     checkpoint = {'state_dict': trained.state_dict()}
     SSLPruningHook().before_save_checkpoint(types.SimpleNamespace(model=trained), checkpoint)
     checkpoint = torch.load(_roundtrip(checkpoint), weights_only=True)
@@ -152,7 +152,7 @@ def test_loading_a_checkpoint_rebuilds_its_structure_even_on_a_changed_model():
     model = tiny_model()
     other = SSLController(model.ssl_cfg)
     other.start(model.generator)  # γ inserted: not the checkpoint's structure
-    model.ssl_controller = other
+    model.attach(other)
     runner = types.SimpleNamespace(model=model, optim_wrapper=None, logger=logging.getLogger('test'), hooks=[])
     SSLPruningHook().after_load_checkpoint(runner, checkpoint)
     load_state_dict(model, checkpoint['state_dict'], strict=True)
@@ -173,7 +173,7 @@ def test_alpha_schedule_counts_optimizer_steps():
     model = tiny_model()
     ctrl = SSLController(model.ssl_cfg)
     ctrl.start(model.generator)
-    model.ssl_controller = ctrl
+    model.attach(ctrl)
     steps = iter([False, True, False, True])
     runner = types.SimpleNamespace(model=model, optim_wrapper=types.SimpleNamespace(should_update=lambda: next(steps)))
     hook = SSLPruningHook()

@@ -59,8 +59,8 @@ def test_stages_structure_and_checkpoints(continuous):
     assert after['state_dict'][conv].shape[0] < before['state_dict'][conv].shape[0]
     # the teacher is neither a parameter of the model nor in its state dict
     assert not any(k.startswith('_teacher') for k in after['state_dict'])
-    assert model._teacher is not None and not any(p is q for p in model._teacher.parameters()
-                                                  for q in model.parameters())
+    teacher = ctrl._teacher
+    assert teacher is not None and not any(p is q for p in teacher.parameters() for q in model.parameters())
 
 
 def test_learning_rate_continuous_and_every_parameter_optimized(continuous):
@@ -120,3 +120,26 @@ def test_gamma_learning_rate_through_paramwise_custom_keys(clip_data, tmp_path):
     assert n_gammas > 0 and sum(lr == pytest.approx(10 * base) for lr in lrs) == n_gammas
     # One group per tensor: pruning removed exactly the γ groups and kept every weight's.
     assert len(pruned['optimizer']['param_groups']) == len(lrs) - n_gammas
+
+
+def test_pruned_checkpoint_starts_a_new_finetuning_run(continuous, tmp_path):
+    """Prune on one data set, finetune on another: ``load_from`` = a pruned checkpoint (no --resume) starts a new run
+    in the finetuning stage with the checkpoint's spec and this config's SSL options; TF needs ``ssl.tf_teacher``."""
+    config, work, _ = continuous
+    pruned = work / f'iter_{MAX_ITERS}.pth'
+    saved = _load(pruned)
+    teacher = tmp_path / 'dense.pth'
+    torch.save({'state_dict': {f'generator.{k}': v for k, v in saved['ssl']['teacher_state'].items()}}, teacher)
+    for name, extra in (('no_teacher', ''), ('teacher', f'model = dict(ssl=dict(tf_teacher={str(teacher)!r}))\n')):
+        child = tmp_path / f'{name}.py'
+        child.write_text(f'_base_ = {str(config)!r}\nload_from = {str(pruned)!r}\n'
+                         'train_cfg = dict(max_iters=2, val_interval=2)\n'
+                         'param_scheduler = dict(begin=0, periods=[2])\n' + extra)
+        runner = run_in_process(child, tmp_path / name, **NO_VAL)
+        ctrl = runner.model.ssl_controller
+        assert ctrl.stage == FINETUNE and ctrl.spec == saved['ssl']['spec'] and ctrl.sir is None
+        assert ctrl.uses_tf == (name == 'teacher')
+        assert ('train/loss_tf' in runner.message_hub.log_scalars) == (name == 'teacher')
+        assert 'train/loss_sir' not in runner.message_hub.log_scalars
+        out = _load(tmp_path / name / 'iter_2.pth')
+        assert out['meta']['iter'] == 2 and out['ssl']['stage'] == FINETUNE
