@@ -9,7 +9,6 @@ an error that names the option and the tensors, never BasicSR's silent ``.ignore
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 from torch import nn
@@ -25,27 +24,15 @@ from ..core import (
     insert_scaling_factors,
     scaling_factors,
 )
+from ..core.io import atomic_save
 from ..core.topology import IN_SUFFIX
 
 SPEC_KEY = 'ssl_spec'
 MODULE_PREFIX = 'module.'
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the target folder, then rename: a crash never leaves a torn checkpoint."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+#: The atomic writer lives in the engine (``ssl_plugin.core.io``); this name stays for existing imports.
+atomic_torch_save = atomic_save
 
 
 def read_checkpoint(path: str) -> dict:
