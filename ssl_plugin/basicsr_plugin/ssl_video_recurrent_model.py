@@ -31,6 +31,7 @@ from ..core import (
     teacher_hidden_states,
 )
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
+from ..core.options import check_finetuning_left
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
@@ -101,6 +102,8 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         resume = _resume_ssl_state(opt)
         if resume is not None:
             self.controller = SSLController.from_state_dict(resume)
+        if opt.get('is_train') and self._train_opt is not None:
+            self._check_schedule()
         # Checkpoints may carry SSL structure when resuming or evaluating; a fresh SSL run starts from a dense one.
         self._structure_from_checkpoint = resume is not None or not opt['is_train']
         super().__init__(opt)
@@ -117,7 +120,6 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             topology.skipped_keys(self.ssl_cfg.skip)
         except ValueError as e:
             raise ValueError(f'ssl.skip: {e}') from e
-        total_iter = int(self.opt['train']['total_iter'])
         super().init_training_settings()  # BasicSR: EMA, pixel / perceptual losses, optimizer, scheduler
         self.cri_sir = build_loss(self.opt['train'].get('sir_opt') or {'type': 'SIRLoss'}).to(self.device)
         tf_opt = self.opt['train'].get('tf_opt')
@@ -134,11 +136,6 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             self.controller.start(bare, others=ema)
             if self.controller.stage == FINETUNE:
                 _check_ranks_agree(self.controller.spec)
-            sir = self.controller.sir
-            if sir is not None and sir.total_iters() > total_iter:
-                raise ValueError(f'ssl.reg: the sparsity stage takes {sir.total_iters()} iterations '
-                                 f'({self.ssl_cfg.reg}), more than train.total_iter = {total_iter}: nothing would '
-                                 'be pruned')
             self._log_selection(logger, bare, dense)
             self._rebuild_optimization(keep_lr=False)
         else:
@@ -190,6 +187,15 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         for group in self.optimizer_g.param_groups:
             group['params'] = [p for p in group['params'] if id(p) not in ids]
         self.optimizer_g.add_param_group({'params': gammas, 'lr': self.optimizer_g.param_groups[0]['lr'] * mul})
+
+    def _check_schedule(self) -> None:
+        """The sparsity stage (the resumed run's, or this one's) must leave finetuning iterations before total_iter:
+        it prunes at iteration ``sparsity_iters`` of the run (BasicSR numbers iterations from the run's start)."""
+        ctrl = self.controller
+        if ctrl is None or ctrl.stage == SPARSITY:
+            cfg = ctrl.cfg if ctrl is not None else self.ssl_cfg
+            check_finetuning_left(cfg.sparsity_iters, int(self._train_opt['total_iter']), 'train.total_iter',
+                                  'ssl.reg')
 
     def _gamma_lr_mul(self) -> float:
         mul = (self._train_opt or {}).get('ssl_gamma_lr_mul', 1)

@@ -15,7 +15,7 @@ from torch import nn
 from .criterion import l1_scores, select_unimportant
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
-from .sir import SparsityRegularizer, gamma_stats
+from .sir import SparsityRegularizer, gamma_stats, stage_length
 from .spec import SpecError
 from .surgery import apply_spec, prune
 
@@ -80,6 +80,15 @@ class SSLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def sparsity_iters(self) -> int:
+        """Optimizer steps of the sparsity stage (0 for method ``l1``, which prunes at the start): the one source of
+        this length for both hosts, their checks, configs and the demo (the same code as the regularizer's)."""
+        if self.method == 'l1':
+            return 0
+        r = self.reg
+        return stage_length(r.delta, r.interval, r.ceiling, r.stabilize_iter)
 
 
 def _is_number(v) -> bool:

@@ -18,6 +18,8 @@ from mmengine.hooks import EMAHook, Hook
 
 from ..core import count_params
 from ..core.algorithm import FINETUNE, SPARSITY, SSLController
+from ..core.options import check_finetuning_left
+from .checks import check_config_schedule
 from .rebuild import TrainStateRebuilder, bare_runner_model
 from .ssl_basicvsr import SSLBasicVSR
 
@@ -72,6 +74,7 @@ class SSLPruningHook(Hook):
     def before_train(self, runner) -> None:
         model = self._model(runner)
         ctrl = model.ssl_controller
+        self._check_schedule(runner, model, ctrl)
         if ctrl is None:
             ctrl = SSLController(model.ssl_cfg)
             state = TrainStateRebuilder(runner)
@@ -90,12 +93,28 @@ class SSLPruningHook(Hook):
         elif ctrl.prune_due:  # a checkpoint saved between the end of the sparsity stage and the prune
             self._prune(runner, model, ctrl, next_iter=runner.iter)
         if ctrl.stage == SPARSITY and ctrl.sir is not None:
-            steps = ctrl.sir.total_iters() - ctrl.sir.iter
-            at = runner.iter + steps * getattr(runner.optim_wrapper, '_accumulative_counts', 1)
+            at = runner.iter + (ctrl.sir.total_iters() - ctrl.sir.iter) * self._accumulation(runner)
             runner.logger.info(f'SSL: sparsity stage prunes after iteration {at} (of {runner.max_iters})')
-            if at > runner.max_iters:
-                runner.logger.warning(f'SSL: the run ends (max_iters={runner.max_iters}) before the sparsity stage '
-                                      f'does ({at}): no pruning will happen in this run')
+
+    @staticmethod
+    def _accumulation(runner) -> int:
+        return int(getattr(runner.optim_wrapper, '_accumulative_counts', 1) or 1)
+
+    def _check_schedule(self, runner, model: SSLBasicVSR, ctrl: SSLController | None) -> None:
+        """Before S is chosen: the sparsity stage must leave finetuning iterations, and the config's stage values
+        must agree with the stage its ``model.ssl.reg`` (or the resumed run's) defines."""
+        acc = self._accumulation(runner)
+        cfg = ctrl.cfg if ctrl is not None else model.ssl_cfg
+        if ctrl is None:
+            left = cfg.sparsity_iters
+        elif ctrl.stage == SPARSITY and ctrl.sir is not None:
+            left = ctrl.sir.total_iters() - ctrl.sir.iter
+        else:
+            left = None
+        if left is not None:
+            check_finetuning_left(runner.iter + left * acc, runner.max_iters, 'train_cfg.max_iters', 'model.ssl.reg')
+        if getattr(runner, 'cfg', None) is not None:
+            check_config_schedule(runner.cfg, cfg.sparsity_iters * acc, runner.max_iters, model.fix_iter)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         # Values in effect for this iteration's loss; LoggerHook reads them after the iteration.

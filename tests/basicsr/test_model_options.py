@@ -35,6 +35,8 @@ def _opt(tiny_data, **changes):
     ({'ssl__colour': 'red'}, 'ssl.colour'),
     ({'ssl__reg': {'delta': -1.0}}, 'ssl.reg.delta'),
     ({'ssl__reg': {'stabilize_iter': 100}, 'train__total_iter': 8}, 'ssl.reg'),
+    # reg of fast_options: a 4-iteration sparsity stage; pruning at the last iteration finetunes nothing
+    ({'train__total_iter': 4}, 'ssl.reg: the sparsity stage takes 4 iterations and ends with the run'),
 ])
 def test_invalid_ssl_options_stop_at_start_naming_the_key(tiny_data, tmp_path, changes, key):
     with pytest.raises(ValueError, match=key.replace('.', r'\.')):
