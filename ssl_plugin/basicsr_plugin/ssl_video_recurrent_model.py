@@ -31,7 +31,7 @@ from ..core import (
     teacher_hidden_states,
 )
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
-from ..core.options import check_finetuning_left
+from ..core.options import check_finetuning_left, check_near_misses
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
@@ -39,6 +39,9 @@ from . import checkpoint as ckpt_io
 #: Name fragments BasicSR's ``fix_flow`` freezes (VideoRecurrentModel: the flow network and IconVSR's EDVR).
 FLOW_MODULES = ('spynet', 'edvr')
 PRETRAIN_KEY = 'path.pretrain_network_g'
+#: Our keys in BasicSR's own sections (a near miss of one is an error; every other key is BasicSR's).
+TRAIN_KEYS = ('sir_opt', 'tf_opt', 'scheduler_starts_at_finetune', 'ssl_gamma_lr_mul')
+LOGGER_KEYS = ('ssl_per_layer',)
 STATE_KEY = 'ssl'
 
 
@@ -90,6 +93,9 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
 
     def __init__(self, opt):
         # Validate before anything is built, so a bad option stops the run at once with the key's name.
+        for section, ours, where in ((opt, ('ssl',), ''), (opt.get('train'), TRAIN_KEYS, 'train'),
+                                     (opt.get('logger'), LOGGER_KEYS, 'logger')):
+            check_near_misses(section, ours, where)
         self.ssl_cfg = SSLConfig.from_dict(opt.get('ssl'), where='ssl')
         # BasicSR's setup_optimizers / setup_schedulers pop 'type' from opt['train']: keep a copy to rebuild them.
         self._train_opt = deepcopy(opt['train']) if opt.get('train') is not None else None

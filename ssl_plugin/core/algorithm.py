@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .criterion import l1_scores, select_unimportant
+from .options import unknown_key_message
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
 from .sir import SparsityRegularizer, gamma_stats, stage_length
@@ -50,10 +51,10 @@ class SSLConfig:
         known, known_reg = {f for f in cls.__dataclass_fields__ if f != 'reg'}, set(RegConfig.__dataclass_fields__)
         for k in d:
             if k not in known:
-                raise ValueError(f'{where}.{k}: unknown option (known: {sorted(known | {"reg"})})')
+                raise ValueError(unknown_key_message(where, k, known | {'reg'}))
         for k in reg:
             if k not in known_reg:
-                raise ValueError(f'{where}.reg.{k}: unknown option (known: {sorted(known_reg)})')
+                raise ValueError(unknown_key_message(f'{where}.reg', k, known_reg))
         cfg = cls(**d, reg=RegConfig(**reg))
         if cfg.method not in METHODS:
             raise ValueError(f'{where}.method must be one of {METHODS}, got {cfg.method!r}')

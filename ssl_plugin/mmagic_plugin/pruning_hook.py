@@ -21,7 +21,7 @@ from ..core.algorithm import FINETUNE, SPARSITY, SSLController
 from ..core.options import check_finetuning_left
 from .checks import check_config_schedule
 from .rebuild import TrainStateRebuilder, bare_runner_model
-from .ssl_basicvsr import SSLBasicVSR
+from .ssl_basicvsr import SSLBasicVSR, reject_unknown_arguments
 
 CHECKPOINT_KEY = 'ssl'
 SPARSITY_SCALARS = ('train/loss_sir', 'train/ssl/alpha', 'train/ssl/gamma_pruned', 'train/ssl/gamma_kept')
@@ -38,7 +38,8 @@ class SSLPruningHook(Hook):
 
     priority = 'LOW'  # after ParamSchedulerHook (LOW, registered first), before CheckpointHook (VERY_LOW)
 
-    def __init__(self, interval: int | None = None):
+    def __init__(self, interval: int | None = None, **unknown):
+        reject_unknown_arguments(type(self), unknown, "custom_hooks[type='SSLPruningHook']")
         if interval is not None and (not isinstance(interval, int) or interval < 1):
             raise ValueError(f'SSLPruningHook.interval must be a positive integer, got {interval!r}')
         self.interval = interval

@@ -43,6 +43,20 @@ def test_invalid_ssl_options_stop_at_start_naming_the_key(tiny_data, tmp_path, c
         _build(_opt(tiny_data, **changes), tmp_path)
 
 
+@pytest.mark.parametrize('changes, match', [
+    ({'train__tf_opts': {'type': 'TFLoss'}, 'train__tf_opt': ...}, r'train\.tf_opts: .*did you mean train\.tf_opt\?'),
+    ({'train__sir_opts': {'type': 'SIRLoss'}}, r'did you mean train\.sir_opt\?'),
+    ({'train__ssl_gama_lr_mul': 10}, r'did you mean train\.ssl_gamma_lr_mul\?'),
+    ({'train__scheduler_starts_at_finetun': True}, r'did you mean train\.scheduler_starts_at_finetune\?'),
+    ({'logger__ssl_per_layers': True}, r'did you mean logger\.ssl_per_layer\?'),
+    ({'sll': {'pruning_ratio': 0.3}}, r'^sll: unknown option; did you mean ssl\?'),
+])
+def test_misspelt_ssl_keys_in_basicsr_sections_name_the_right_key(tiny_data, tmp_path, changes, match):
+    """BasicSR ignores keys it does not read: without this check TF (or the whole ssl section) would silently be off."""
+    with pytest.raises(ValueError, match=match):
+        _build(_opt(tiny_data, **changes), tmp_path)
+
+
 def test_invalid_option_stops_the_cli_run(tiny_data, tmp_path):
     yml = write_options(tmp_path, _opt(tiny_data, ssl__method='magnitude'))
     proc = subprocess.run([sys.executable, str(TRAIN), '-opt', str(yml)], cwd=tmp_path, capture_output=True,

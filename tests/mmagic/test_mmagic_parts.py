@@ -114,6 +114,18 @@ def test_bad_ssl_options_name_the_key(ssl, match):
         tiny_model(ssl=ssl)
 
 
+@pytest.mark.parametrize('build, match', [
+    (lambda: tiny_model(tf_los=None), r'model\.tf_los: unknown option \(did you mean model\.tf_loss\?'),
+    (lambda: tiny_model(sir_los=None), r'did you mean model\.sir_loss\?'),
+    (lambda: tiny_model(ssl=dict(pruning_ration=0.5)), r'model\.ssl\.pruning_ration: .*did you mean '
+                                                        r'model\.ssl\.pruning_ratio\?'),
+    (lambda: HOOKS.build(dict(type='SSLPruningHook', intervall=5)), r'intervall: .*did you mean .*\.interval\?'),
+])
+def test_misspelt_mmagic_keys_name_the_right_key(build, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        build()
+
+
 def test_unsupported_generator_names_supported_networks():
     with pytest.raises(TypeError, match=r'cannot prune .*SRCNNNet.*Supported networks:.*BasicVSRNet'):
         tiny_model(generator=dict(type='SRCNNNet'))
