@@ -67,3 +67,13 @@ def test_test_option_file_evaluates_the_reds_run():
     assert Path(test['path']['pretrain_network_g']).parts[:2] == ('experiments', train['name'])
     metrics = test['val']['metrics']
     assert metrics['psnr']['test_y_channel'] is False and metrics['ssim']['test_y_channel'] is True
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in OPTIONS.glob('*.yml')))
+def test_no_key_of_the_shipped_files_counts_as_a_misspelling(name):
+    from ssl_plugin.basicsr_plugin.ssl_video_recurrent_model import LOGGER_KEYS, TRAIN_KEYS
+    from ssl_plugin.core.options import check_near_misses
+    opt = _load(name)
+    check_near_misses(opt, ('ssl',))
+    check_near_misses(opt.get('train'), TRAIN_KEYS, 'train')
+    check_near_misses(opt.get('logger'), LOGGER_KEYS, 'logger')
