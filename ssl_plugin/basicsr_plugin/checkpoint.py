@@ -25,6 +25,7 @@ from ..core import (
     scaling_factors,
 )
 from ..core.io import atomic_save
+from ..core.loading import check_loaded
 from ..core.topology import IN_SUFFIX
 
 SPEC_KEY = 'ssl_spec'
@@ -109,15 +110,10 @@ def conform_to_checkpoint(net: nn.Module, ckpt: dict, state: dict, where: str = 
     insert_scaling_factors(net, topology, skip_keys=set(topology.keys()) - wanted)
 
 
-def check_shapes(net: nn.Module, state: dict, where: str = 'checkpoint') -> None:
-    """Raise, naming ``where`` and the first mismatching tensors, when a shared key has a different shape."""
-    own = bare_model(net).state_dict()
-    bad = [f'{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}'
-           for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if bad:
-        more = f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''
-        raise ValueError(f'{where}: tensor shapes do not fit the network (different num_feat / num_block, or a '
-                         f'checkpoint of another architecture?): {"; ".join(bad[:3])}{more}')
+def check_shapes(net: nn.Module, state: dict, where: str = 'checkpoint', strict: bool = False, note: str = '') -> None:
+    """Raise, naming ``where`` and example tensors, when a shared key has a different shape, and with ``strict`` when
+    a tensor of the network is missing from ``state`` or ``state`` holds one the network lacks (the engine's check)."""
+    check_loaded(bare_model(net).state_dict(), [(where, state)], strict=strict, note=note)
 
 
 def load_pruned_network(net: nn.Module, path: str, param_key: str | None = 'params', strict: bool = True) -> nn.Module:
@@ -128,6 +124,6 @@ def load_pruned_network(net: nn.Module, path: str, param_key: str | None = 'para
     ckpt = read_checkpoint(path)
     state, _ = select_state(ckpt, param_key, path)
     conform_to_checkpoint(net, ckpt, state, where=path)
-    check_shapes(net, state, where=path)
+    check_shapes(net, state, where=path, strict=strict)
     bare_model(net).load_state_dict(state, strict=strict)
     return net

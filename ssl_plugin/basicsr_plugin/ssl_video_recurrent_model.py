@@ -412,7 +412,11 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
                 'evaluate it with test.py and model_type SSLVideoRecurrentModel.')
         bare = self.get_bare_model(net)
         ckpt_io.conform_to_checkpoint(bare, ckpt, state, where=where)
-        ckpt_io.check_shapes(bare, state, where=where)
+        # A fresh SSL run chooses S on these weights: every tensor must load, whatever strict_load_g says.
+        choose_s = not self._structure_from_checkpoint
+        ckpt_io.check_shapes(bare, state, where=where, strict=strict or choose_s,
+                             note='S is chosen on these weights, so every tensor must load (also with '
+                             'path.strict_load_g: false)' if choose_s and not strict else '')
         logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{used_key}] '
                     f'({kind}).')
         self._print_different_keys_loading(bare, state, strict)

@@ -20,6 +20,7 @@ from ..core import count_params
 from ..core.algorithm import FINETUNE, SPARSITY, SSLController
 from ..core.options import check_finetuning_left
 from .checks import check_config_schedule
+from .loading import check_generator_loaded, runner_dense_sources
 from .rebuild import TrainStateRebuilder, bare_runner_model
 from .ssl_basicvsr import SSLBasicVSR, reject_unknown_arguments
 
@@ -77,6 +78,8 @@ class SSLPruningHook(Hook):
         ctrl = model.ssl_controller
         self._check_schedule(runner, model, ctrl)
         if ctrl is None:
+            # S is chosen on the loaded weights: every generator tensor must have loaded from the named file(s).
+            check_generator_loaded(model, runner_dense_sources(runner, model))
             ctrl = SSLController(model.ssl_cfg)
             state = TrainStateRebuilder(runner)
             ctrl.start(model.generator)

@@ -90,6 +90,19 @@ def test_pretrained_weights_of_another_width_are_an_error(tiny_data, tmp_path, s
         _build(opt, tmp_path)   # never BasicSR's silent '.ignore' with strict_load_g: false
 
 
+@pytest.mark.parametrize('strict', [True, False])
+def test_pretrained_weights_under_another_key_prefix_are_an_error(tiny_data, tmp_path, strict):
+    """With strict_load_g: false BasicSR would load none of these tensors and S would be chosen on random weights."""
+    opt = _opt(tiny_data)
+    net = build_network(opt['network_g'])
+    path = tmp_path / 'prefixed.pth'
+    torch.save({'params': {f'net.{k}': v for k, v in net.state_dict().items()}}, path)
+    opt = merge(opt, path__pretrain_network_g=str(path), path__strict_load_g=strict)
+    with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*prefixed\.pth.*tensors were not loaded '
+                                         r'\(missing, e\.g\. spynet\..*does not have \(e\.g\. net\.spynet'):
+        _build(opt, tmp_path)
+
+
 def test_pruned_checkpoint_cannot_seed_a_fresh_ssl_run(tiny_data, pruned_run):
     _, _, path = pruned_run
     opt = _opt(tiny_data, path__pretrain_network_g=str(path))

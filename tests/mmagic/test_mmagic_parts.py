@@ -1,6 +1,7 @@
 """The MMagic parts one by one (no runner): registration, the model's SSL loss terms and teacher, configs, errors."""
 import io
 import logging
+import re
 import types
 
 import pytest
@@ -276,3 +277,61 @@ def test_hook_checks_the_runner_config_before_choosing_s(tmp_path):
     with pytest.raises(ValueError, match=r'sparsity_iters = 19000 .* set sparsity_iters = 4'):
         SSLPruningHook().before_train(_fresh_runner(model, 100, cfg=cfg))
     assert model.ssl_controller is None
+
+
+def _gen_state(model, prefix=''):
+    return {f'{prefix}{k}': v.clone() for k, v in model.generator.state_dict().items()}
+
+
+def _dense_case(tmp_path, how, state):
+    """A fresh-start runner whose dense model comes from ``state`` through one of mmengine's non-strict loaders."""
+    path = tmp_path / 'dense.pth'
+    torch.save({'state_dict': state, 'meta': {}}, path)
+    if how == 'model.init_cfg':
+        model = tiny_model(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    else:
+        model = tiny_model()
+    if how == 'model.generator.init_cfg':  # a generator that takes init_cfg (BaseModule's argument)
+        model.generator.init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    model.init_weights()  # what Runner.train does: mmengine's non-strict Pretrained loader
+    runner = _fresh_runner(model, 100)
+    if how == 'load_from':
+        load_state_dict(model, state, strict=False)  # Runner.load_checkpoint(strict=False)
+        runner._load_from, runner._resume = str(path), False
+    return model, runner, path
+
+
+HOW = ['model.init_cfg', 'model.generator.init_cfg', 'load_from']
+
+
+@pytest.mark.parametrize('how', HOW)
+def test_dense_weights_under_another_prefix_stop_before_s_is_chosen(tmp_path, how):
+    at_model = how != 'model.generator.init_cfg'
+    state = _gen_state(tiny_model(), prefix='net.generator.' if at_model else 'net.')
+    model, runner, path = _dense_case(tmp_path, how, state)
+    with pytest.raises(ValueError, match=rf'{re.escape(how)} \({re.escape(str(path))}\): .* tensors were not loaded '
+                                         r'\(missing, e\.g\. spynet\..*net\.'):
+        SSLPruningHook().before_train(runner)
+    assert model.ssl_controller is None
+
+
+@pytest.mark.parametrize('how', HOW)
+def test_dense_weights_of_another_width_stop_before_s_is_chosen(tmp_path, how):
+    wide = tiny_model(generator=dict(type='BasicVSRNet', mid_channels=16, num_blocks=1))
+    model, runner, path = _dense_case(tmp_path, how, _gen_state(wide, '' if how == 'model.generator.init_cfg'
+                                                                 else 'generator.'))
+    with pytest.raises(ValueError, match=r'shapes do not fit the network .*backward_resblocks'):
+        SSLPruningHook().before_train(runner)
+
+
+@pytest.mark.parametrize('how', HOW)
+def test_dense_weights_that_loaded_pass_the_check(tmp_path, how):
+    from ssl_plugin.mmagic_plugin.loading import check_generator_loaded, runner_dense_sources
+    trained = tiny_model()
+    model, runner, _ = _dense_case(tmp_path, how, _gen_state(trained, '' if how == 'model.generator.init_cfg'
+                                                              else 'generator.'))
+    sources = runner_dense_sources(runner, model)
+    assert [s.key for s in sources] == [how] and sources[0].ssl is None
+    check_generator_loaded(model, sources)
+    for k, v in trained.generator.state_dict().items():
+        assert torch.equal(model.generator.state_dict()[k], v), k
