@@ -31,7 +31,7 @@ from ..core import (
     teacher_hidden_states,
 )
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
-from ..core.options import check_finetuning_left, check_near_misses
+from ..core.options import check_finetuning_left, check_frozen_flow_under_ddp, check_near_misses
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
@@ -96,6 +96,10 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         for section, ours, where in ((opt, ('ssl',), ''), (opt.get('train'), TRAIN_KEYS, 'train'),
                                      (opt.get('logger'), LOGGER_KEYS, 'logger')):
             check_near_misses(section, ours, where)
+        if opt.get('is_train') and opt.get('train') is not None:
+            check_frozen_flow_under_ddp(opt['train'].get('fix_flow'), bool(opt.get('dist')),
+                                        bool(opt.get('find_unused_parameters')), 'train.fix_flow',
+                                        'find_unused_parameters: true (top level of the option file)')
         self.ssl_cfg = SSLConfig.from_dict(opt.get('ssl'), where='ssl')
         # BasicSR's setup_optimizers / setup_schedulers pop 'type' from opt['train']: keep a copy to rebuild them.
         self._train_opt = deepcopy(opt['train']) if opt.get('train') is not None else None

@@ -77,3 +77,14 @@ def check_near_misses(section, ours: Iterable[str], where: str = '', cutoff: flo
             right = f'{where}.{match}' if where else match
             raise ValueError(f'{name}: unknown option; did you mean {right}? (the host would ignore it silently, '
                              'leaving that SSL setting at its default)')
+
+
+def check_frozen_flow_under_ddp(frozen_iters, distributed: bool, find_unused: bool, frozen_key: str,
+                                set_key: str) -> None:
+    """While the flow network is frozen its parameters get no gradient; DDP registers them all (they must be trained
+    later) and, unless told to look for unused parameters, stops at the second iteration with a reducer error that
+    names neither option. Say so at start."""
+    if distributed and frozen_iters and frozen_iters > 0 and not find_unused:
+        raise ValueError(f'{frozen_key} = {frozen_iters} freezes the flow network for the first iterations, which '
+                         'distributed training (DDP) accepts only when it looks for unused parameters: set '
+                         f'{set_key} (or {frozen_key} = 0)')

@@ -6,6 +6,9 @@ Why: mmagic's Python configs compute derived values (``param_scheduler.begin``, 
 """
 from __future__ import annotations
 
+from mmengine.registry import MODEL_WRAPPERS
+from torch.nn.parallel import DistributedDataParallel
+
 
 def _schedulers(cfg) -> list:
     sched = cfg.get('param_scheduler')
@@ -47,3 +50,16 @@ def check_config_schedule(cfg, sparsity_iters: int, max_iters: int, fix_iter: in
         raise ValueError(f'model.train_cfg.fix_iter = {fix_iter} is not below train_cfg.max_iters = {max_iters}: '
                          'SPyNet would never be trained; set fix_iter below max_iters (the paper: '
                          f'sparsity_iters + 5000 = {sparsity_iters + 5000})')
+
+
+def ddp_finds_unused_parameters(cfg) -> bool | None:
+    """Whether the DDP wrapper that ``Runner.wrap_model`` builds from ``cfg`` looks for unused parameters (mmengine:
+    ``model_wrapper_cfg.find_unused_parameters``, else a top-level ``find_unused_parameters``); None when the
+    configured wrapper is not a DistributedDataParallel."""
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        return bool(cfg.get('find_unused_parameters', False))
+    cls = MODEL_WRAPPERS.get(wrapper.get('type', 'MMDistributedDataParallel'))
+    if not (isinstance(cls, type) and issubclass(cls, DistributedDataParallel)):
+        return None
+    return bool(wrapper.get('find_unused_parameters', False))

@@ -18,8 +18,8 @@ from mmengine.hooks import EMAHook, Hook
 
 from ..core import count_params
 from ..core.algorithm import FINETUNE, SPARSITY, SSLController
-from ..core.options import check_finetuning_left
-from .checks import check_config_schedule
+from ..core.options import check_finetuning_left, check_frozen_flow_under_ddp
+from .checks import check_config_schedule, ddp_finds_unused_parameters
 from .loading import check_generator_loaded, runner_dense_sources
 from .rebuild import TrainStateRebuilder, bare_runner_model
 from .ssl_basicvsr import SSLBasicVSR, reject_unknown_arguments
@@ -67,7 +67,12 @@ class SSLPruningHook(Hook):
 
     # -- run -------------------------------------------------------------------------------------------------------
     def before_run(self, runner) -> None:
-        self._model(runner)
+        model = self._model(runner)
+        if getattr(runner, 'distributed', False):
+            find_unused = ddp_finds_unused_parameters(runner.cfg)
+            if find_unused is not None:
+                check_frozen_flow_under_ddp(model.fix_iter, True, find_unused, 'model.train_cfg.fix_iter',
+                                            'model_wrapper_cfg=dict(find_unused_parameters=True)')
         for hook in runner.hooks:
             if isinstance(hook, EMAHook) or 'ExponentialMovingAverage' in type(hook).__name__:
                 raise NotImplementedError(f'SSLPruningHook changes the network mid-run; {type(hook).__name__} keeps '

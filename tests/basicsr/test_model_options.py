@@ -57,6 +57,16 @@ def test_misspelt_ssl_keys_in_basicsr_sections_name_the_right_key(tiny_data, tmp
         _build(_opt(tiny_data, **changes), tmp_path)
 
 
+@pytest.mark.parametrize('fix_flow', [3, 100])
+def test_fix_flow_under_ddp_needs_find_unused_parameters(tiny_data, tmp_path, fix_flow):
+    """Said at start, not as DDP's reducer error at iteration 2 (the model is built as BasicSR builds it for a
+    distributed run; the check comes before any process group is needed)."""
+    opt = parsed(_opt(tiny_data, train__fix_flow=fix_flow, find_unused_parameters=False), tmp_path)
+    opt['dist'] = True
+    with pytest.raises(ValueError, match=r'train\.fix_flow = \d+ freezes .*set find_unused_parameters: true'):
+        build_model(opt)
+
+
 def test_invalid_option_stops_the_cli_run(tiny_data, tmp_path):
     yml = write_options(tmp_path, _opt(tiny_data, ssl__method='magnitude'))
     proc = subprocess.run([sys.executable, str(TRAIN), '-opt', str(yml)], cwd=tmp_path, capture_output=True,

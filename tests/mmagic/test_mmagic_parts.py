@@ -335,3 +335,24 @@ def test_dense_weights_that_loaded_pass_the_check(tmp_path, how):
     check_generator_loaded(model, sources)
     for k, v in trained.generator.state_dict().items():
         assert torch.equal(model.generator.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize('cfg, error', [
+    (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=False)), True),
+    (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', device_ids=None)), True),
+    (dict(), True),  # mmengine's default wrapper: find_unused_parameters from the top level, default False
+    (dict(find_unused_parameters=True), False),
+    (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=True)), False),
+])
+def test_fix_iter_under_ddp_needs_find_unused_parameters(cfg, error):
+    """Said at before_run, not as DDP's reducer error at iteration 2."""
+    runner = types.SimpleNamespace(model=tiny_model(train_cfg=dict(fix_iter=5)), hooks=[], distributed=True,
+                                   cfg=Config(cfg))
+    if error:
+        with pytest.raises(ValueError, match=r'model\.train_cfg\.fix_iter = 5 freezes .*'
+                                             r'model_wrapper_cfg=dict\(find_unused_parameters=True\)'):
+            SSLPruningHook().before_run(runner)
+    else:
+        SSLPruningHook().before_run(runner)
+    runner.distributed = False
+    SSLPruningHook().before_run(runner)  # one process: nothing to say
