@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,12 +20,10 @@ def code_version() -> dict:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder: a crash never leaves half a result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through a temporary file in the same folder (a crash never leaves half a result),
+    with the permissions an ordinary write would give it under the user's umask."""
+    from ssl_plugin.core.io import atomic_write_text
+    atomic_write_text(path, text)
 
 
 def steal_seconds() -> float | None:

@@ -85,17 +85,9 @@ def write_options(opt: dict, path: Path) -> Path:
 
 
 def sparsity_iters(opt: dict) -> int:
-    """Length of the sparsity stage of ``opt['ssl']`` (every α grows alike, so S does not matter)."""
-    import torch
-
+    """Length of the sparsity stage of ``opt['ssl']`` (the engine's own figure)."""
     from .core.algorithm import SSLConfig
-    from .core.sir import SparsityRegularizer
-    cfg = SSLConfig.from_dict(opt['ssl'])
-    if cfg.method != 'ssl':
-        return 0
-    r = cfg.reg
-    return SparsityRegularizer({'any': torch.zeros(1, dtype=torch.int64)}, r.delta, r.interval, r.ceiling,
-                               r.stabilize_iter).total_iters()
+    return SSLConfig.from_dict(opt['ssl']).sparsity_iters
 
 
 def make_run_options(work: Path, dense_iters: int | None, finetune_iters: int | None,

@@ -18,7 +18,8 @@ scale = 4
 gt_patch = 64
 num_frames = 6
 
-# reg below: ceil(0.1 / 0.01) * 1 + 10 = 20 iterations of sparsity learning, then 20 of finetuning.
+# reg below: ceil(0.1 / 0.01) * 1 + 10 = 20 iterations of sparsity learning, then 20 of finetuning (SSLPruningHook
+# checks that these agree with model.ssl.reg).
 sparsity_iters = 20
 finetune_iters = 20
 

@@ -15,8 +15,11 @@ experiment_name = 'ssl_basicvsr_reds4'
 work_dir = f'./work_dirs/{experiment_name}'
 
 # Stage lengths. The sparsity stage lasts ceil(ceiling / delta) * interval + stabilize_iter iterations
-# (model.ssl.reg below: 1000 * 5 + 14000); a config that changes reg must set sparsity_iters to match, and then
-# everything derived from it below (fix_iter, max_iters, the scheduler's begin) must be set again too.
+# (model.ssl.reg below: 1000 * 5 + 14000; the engine's SSLConfig.sparsity_iters). A config file cannot ask the engine,
+# so the number is written here; a config that changes reg must set sparsity_iters to match, and then everything
+# derived from it below (fix_iter, max_iters, the scheduler's begin) again too. SSLPruningHook checks at start that
+# sparsity_iters, max_iters (= sparsity_iters + finetune_iters) and param_scheduler.begin agree with model.ssl.reg and
+# that fix_iter < max_iters, and stops naming the key and its right value otherwise.
 sparsity_iters = 19_000
 finetune_iters = 300_000
 

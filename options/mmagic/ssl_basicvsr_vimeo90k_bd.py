@@ -12,7 +12,8 @@ custom_imports = dict(imports=['ssl_plugin.mmagic_plugin'], allow_failed_imports
 experiment_name = 'ssl_basicvsr_vimeo90k_bd'
 work_dir = f'./work_dirs/{experiment_name}'
 
-# sparsity_iters = ceil(ceiling / delta) * interval + stabilize_iter of model.ssl.reg (1000 * 5 + 14000).
+# sparsity_iters = ceil(ceiling / delta) * interval + stabilize_iter of model.ssl.reg (1000 * 5 + 14000); SSLPruningHook
+# checks at start that it and the values derived from it agree with model.ssl.reg (see ssl_basicvsr_reds4.py).
 sparsity_iters = 19_000
 finetune_iters = 300_000
 

@@ -7,32 +7,19 @@ spec under ``ssl_spec``) and never uses BasicSR's silent ``.ignore`` renaming of
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 from torch import nn
 
 from ..core import checkpoint as core_ckpt
+from ..core.io import atomic_save
 
 SPEC_KEY = 'ssl_spec'
 MODULE_PREFIX = core_ckpt.WRAPPER_PREFIX
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the target folder, then rename: a crash never leaves a torn checkpoint."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+#: The atomic writer lives in the engine (``ssl_plugin.core.io``); this name stays for existing imports.
+atomic_torch_save = atomic_save
 
 
 def read_checkpoint(path: str) -> dict:
@@ -63,6 +50,9 @@ def select_state(ckpt: dict, param_key: str | None, path: str = '<checkpoint>') 
 def structure_of(ckpt: dict, state: dict) -> str:
     """'pruned', 'scaled' (γ inserted, sparsity stage) or 'dense'."""
     return core_ckpt.structure_of(state, ckpt.get(SPEC_KEY))
+
+
+check_shapes = core_ckpt.check_shapes
 
 
 def load_pruned_network(net: nn.Module, path: str, param_key: str | None = 'params', strict: bool = True) -> nn.Module:

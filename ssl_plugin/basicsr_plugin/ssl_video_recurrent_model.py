@@ -25,6 +25,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from ..core import checkpoint as core_ckpt
 from ..core import cost_summary, describe, optim_state, scaling_factors
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
+from ..core.options import check_finetuning_left, check_frozen_flow_under_ddp, check_near_misses
 from ..core.spec import dumps as spec_dumps
 from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
@@ -32,6 +33,9 @@ from . import checkpoint as ckpt_io
 #: Name fragments BasicSR's ``fix_flow`` freezes (VideoRecurrentModel: the flow network and IconVSR's EDVR).
 FLOW_MODULES = ('spynet', 'edvr')
 PRETRAIN_KEY = 'path.pretrain_network_g'
+#: Our keys in BasicSR's own sections (a near miss of one is an error; every other key is BasicSR's).
+TRAIN_KEYS = ('sir_opt', 'tf_opt', 'scheduler_starts_at_finetune', 'ssl_gamma_lr_mul')
+LOGGER_KEYS = ('ssl_per_layer',)
 STATE_KEY = 'ssl'
 
 
@@ -84,6 +88,13 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
 
     def __init__(self, opt):
         # Validate before anything is built, so a bad option stops the run at once with the key's name.
+        for section, ours, where in ((opt, ('ssl',), ''), (opt.get('train'), TRAIN_KEYS, 'train'),
+                                     (opt.get('logger'), LOGGER_KEYS, 'logger')):
+            check_near_misses(section, ours, where)
+        if opt.get('is_train') and opt.get('train') is not None:
+            check_frozen_flow_under_ddp(opt['train'].get('fix_flow'), bool(opt.get('dist')),
+                                        bool(opt.get('find_unused_parameters')), 'train.fix_flow',
+                                        'find_unused_parameters: true (top level of the option file)')
         self.ssl_cfg = SSLConfig.from_dict(opt.get('ssl'), where='ssl')
         # BasicSR's setup_optimizers / setup_schedulers pop 'type' from opt['train']: keep a copy to rebuild them.
         self._train_opt = deepcopy(opt['train']) if opt.get('train') is not None else None
@@ -96,6 +107,8 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         resume = _resume_ssl_state(opt)
         if resume is not None:
             self.controller = SSLController.from_state_dict(resume)
+        if opt.get('is_train') and self._train_opt is not None:
+            self._check_schedule()
         # Checkpoints may carry SSL structure when resuming or evaluating; a fresh SSL run starts from a dense one.
         self._structure_from_checkpoint = resume is not None or not opt['is_train']
         super().__init__(opt)
@@ -112,7 +125,6 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             topology.skipped_keys(self.ssl_cfg.skip)
         except ValueError as e:
             raise ValueError(f'ssl.skip: {e}') from e
-        total_iter = int(self.opt['train']['total_iter'])
         super().init_training_settings()  # BasicSR: EMA, pixel / perceptual losses, optimizer, scheduler
         self.cri_sir = build_loss(self.opt['train'].get('sir_opt') or {'type': 'SIRLoss'}).to(self.device)
         # Temporal Finetuning is part of Algorithm 1: on unless the option file says `tf_opt: ~`.
@@ -139,11 +151,6 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             self.controller.start(bare, others=ema)
             if self.controller.stage == FINETUNE:
                 _check_ranks_agree(self.controller.spec)
-            sir = self.controller.sir
-            if sir is not None and sir.total_iters() > total_iter:
-                raise ValueError(f'ssl.reg: the sparsity stage takes {sir.total_iters()} iterations '
-                                 f'({self.ssl_cfg.reg}), more than train.total_iter = {total_iter}: nothing would '
-                                 'be pruned')
             self._log_selection(logger, bare, dense)
             self._rebuild_optimization(keep_lr=False)
         else:
@@ -197,6 +204,15 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         for group in self.optimizer_g.param_groups:
             group['params'] = [p for p in group['params'] if id(p) not in ids]
         self.optimizer_g.add_param_group({'params': gammas, 'lr': self.optimizer_g.param_groups[0]['lr'] * mul})
+
+    def _check_schedule(self) -> None:
+        """The sparsity stage (the resumed run's, or this one's) must leave finetuning iterations before total_iter:
+        it prunes at iteration ``sparsity_iters`` of the run (BasicSR numbers iterations from the run's start)."""
+        ctrl = self.controller
+        if ctrl is None or ctrl.stage == SPARSITY:
+            cfg = ctrl.cfg if ctrl is not None else self.ssl_cfg
+            check_finetuning_left(cfg.sparsity_iters, int(self._train_opt['total_iter']), 'train.total_iter',
+                                  'ssl.reg')
 
     def _gamma_lr_mul(self) -> float:
         mul = (self._train_opt or {}).get('ssl_gamma_lr_mul', 1)
@@ -418,7 +434,11 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             self._start_spec = spec  # a new run that finetunes an already pruned network
         bare = self.get_bare_model(net)
         core_ckpt.conform(bare, state, spec, where=where)
-        core_ckpt.check_shapes(bare, state, where=where)
+        # A fresh SSL run chooses S on these weights: every tensor must load, whatever strict_load_g says.
+        choose_s = not self._structure_from_checkpoint
+        core_ckpt.check_shapes(bare, state, where=where, strict=strict or choose_s,
+                               note='S is chosen on these weights, so every tensor must load (also with '
+                               'path.strict_load_g: false)' if choose_s and not strict else '')
         logger.info(f'Loading {bare.__class__.__name__} model from {load_path}, with param key: [{used_key}] '
                     f'({kind}).')
         self._print_different_keys_loading(bare, state, strict)

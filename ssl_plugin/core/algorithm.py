@@ -17,9 +17,10 @@ from torch import nn
 
 from .criterion import l1_scores, select_unimportant
 from .losses import SIRLoss, TFLoss
+from .options import unknown_key_message
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
-from .sir import SparsityRegularizer, gamma_stats
+from .sir import SparsityRegularizer, gamma_stats, stage_length
 from .spec import FIELDS, SpecError, check_format
 from .surgery import apply_spec, prune
 from .temporal import HiddenStateRecorder, frozen_teacher, teacher_hidden_states
@@ -59,10 +60,10 @@ class SSLConfig:
         known, known_reg = {f for f in cls.__dataclass_fields__ if f != 'reg'}, set(RegConfig.__dataclass_fields__)
         for k in d:
             if k not in known:
-                raise ValueError(f'{where}.{k}: unknown option (known: {sorted(known | {"reg"})})')
+                raise ValueError(unknown_key_message(where, k, known | {'reg'}))
         for k in reg:
             if k not in known_reg:
-                raise ValueError(f'{where}.reg.{k}: unknown option (known: {sorted(known_reg)})')
+                raise ValueError(unknown_key_message(f'{where}.reg', k, known_reg))
         cfg = cls(**d, reg=RegConfig(**reg))
         if cfg.method not in METHODS:
             raise ValueError(f'{where}.method must be one of {METHODS}, got {cfg.method!r}')
@@ -91,6 +92,15 @@ class SSLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def sparsity_iters(self) -> int:
+        """Optimizer steps of the sparsity stage (0 for method ``l1``, which prunes at the start): the one source of
+        this length for both hosts, their checks, configs and the demo (the same code as the regularizer's)."""
+        if self.method == 'l1':
+            return 0
+        r = self.reg
+        return stage_length(r.delta, r.interval, r.ceiling, r.stabilize_iter)
 
 
 def _is_number(v) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .loading import check_loaded
 from .registry import bare_model, describe
 from .rsc import RSCBlock
 from .scaling import GAMMA_IN, GAMMA_OUT, insert_scaling_factors, scaling_factors
@@ -77,15 +78,10 @@ def conform(net: nn.Module, state: dict, spec: dict | None, where: str = 'checkp
     return kind
 
 
-def check_shapes(net: nn.Module, state: dict, where: str = 'checkpoint') -> None:
-    """Raise, naming ``where`` and the first mismatching tensors, when a shared key has a different shape."""
-    own = bare_model(net).state_dict()
-    bad = [f'{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}'
-           for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if bad:
-        more = f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''
-        raise ValueError(f'{where}: tensor shapes do not fit the network (different num_feat / num_block, or a '
-                         f'checkpoint of another architecture?): {"; ".join(bad[:3])}{more}')
+def check_shapes(net: nn.Module, state: dict, where: str = 'checkpoint', strict: bool = False, note: str = '') -> None:
+    """Raise, naming ``where`` and example tensors, when a shared key has a different shape, and with ``strict`` when
+    a tensor of the network is missing from ``state`` or ``state`` holds one the network lacks."""
+    check_loaded(bare_model(net).state_dict(), [(where, state)], strict=strict, note=note)
 
 
 def load_network_state(net: nn.Module, state: dict, spec: dict | None = None, where: str = 'checkpoint',
@@ -94,6 +90,6 @@ def load_network_state(net: nn.Module, state: dict, spec: dict | None = None, wh
     returns the structure (``'dense'``, ``'scaled'`` or ``'pruned'``)."""
     state = {k.removeprefix(WRAPPER_PREFIX): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     kind = conform(net, state, spec, where=where)
-    check_shapes(net, state, where=where)
+    check_shapes(net, state, where=where, strict=strict)
     bare_model(net).load_state_dict(state, strict=strict)
     return kind

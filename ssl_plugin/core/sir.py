@@ -71,12 +71,7 @@ class SparsityRegularizer:
 
     def total_iters(self) -> int:
         """Iterations the whole stage takes from the start (growth + stabilisation)."""
-        steps = 0
-        a = 0.0
-        while a < self.ceiling * (1 - 1e-9):
-            a = min(a + self.delta, self.ceiling)
-            steps += 1
-        return (steps * self.interval if self.pruned else 0) + self.stabilize_iter
+        return stage_length(self.delta, self.interval, self.ceiling, self.stabilize_iter, grows=bool(self.pruned))
 
     def state_dict(self) -> dict:
         return {'pruned': dict(self.pruned), 'alpha': dict(self.alpha), 'iter': self.iter, 'stage': self.stage,
@@ -97,6 +92,17 @@ class SparsityRegularizer:
         self.alpha = {k: v.detach().to('cpu', torch.float64).clone() for k, v in state['alpha'].items()}
         self.iter, self.stage, self.stabilize_start = int(state['iter']), str(state['stage']), \
             int(state['stabilize_start'])
+
+
+def stage_length(delta: float, interval: int, ceiling: float, stabilize_iter: int, grows: bool = True) -> int:
+    """Iterations of the sparsity stage under this schedule: the α increments (each exactly as ``step`` applies them,
+    float rounding included) times ``interval``, plus ``stabilize_iter``. Every α grows alike, so the length does not
+    depend on S; ``grows=False`` (an empty S) leaves only the stabilisation."""
+    steps, a = 0, 0.0
+    while a < ceiling * (1 - 1e-9):
+        a = min(a + delta, ceiling)
+        steps += 1
+    return (steps * interval if grows else 0) + stabilize_iter
 
 
 @torch.no_grad()

@@ -20,8 +20,11 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from ..core import checkpoint as core_ckpt
 from ..core import count_params
 from ..core.algorithm import FINETUNE, SPARSITY, SSLController
+from ..core.options import check_finetuning_left, check_frozen_flow_under_ddp
+from .checks import check_config_schedule, ddp_finds_unused_parameters
+from .loading import check_generator_loaded, runner_dense_sources
 from .rebuild import TrainStateRebuilder, bare_runner_model
-from .ssl_basicvsr import SSLBasicVSR
+from .ssl_basicvsr import SSLBasicVSR, reject_unknown_arguments
 
 CHECKPOINT_KEY = 'ssl'
 SPARSITY_SCALARS = ('train/loss_sir', 'train/ssl/alpha', 'train/ssl/gamma_pruned', 'train/ssl/gamma_kept')
@@ -38,7 +41,8 @@ class SSLPruningHook(Hook):
 
     priority = 'LOW'  # after ParamSchedulerHook (LOW, registered first), before CheckpointHook (VERY_LOW)
 
-    def __init__(self, interval: int | None = None):
+    def __init__(self, interval: int | None = None, **unknown):
+        reject_unknown_arguments(type(self), unknown, "custom_hooks[type='SSLPruningHook']")
         if interval is not None and (not isinstance(interval, int) or interval < 1):
             raise ValueError(f'SSLPruningHook.interval must be a positive integer, got {interval!r}')
         self.interval = interval
@@ -67,7 +71,12 @@ class SSLPruningHook(Hook):
 
     # -- run -------------------------------------------------------------------------------------------------------
     def before_run(self, runner) -> None:
-        self._model(runner)
+        model = self._model(runner)
+        if getattr(runner, 'distributed', False):
+            find_unused = ddp_finds_unused_parameters(runner.cfg)
+            if find_unused is not None:
+                check_frozen_flow_under_ddp(model.fix_iter, True, find_unused, 'model.train_cfg.fix_iter',
+                                            'model_wrapper_cfg=dict(find_unused_parameters=True)')
         for hook in runner.hooks:
             if isinstance(hook, EMAHook) or 'ExponentialMovingAverage' in type(hook).__name__:
                 raise NotImplementedError(f'SSLPruningHook changes the network mid-run; {type(hook).__name__} keeps '
@@ -86,7 +95,11 @@ class SSLPruningHook(Hook):
             runner.logger.info(f'SSL: load_from is a pruned SSL checkpoint: this run finetunes it '
                                f'({"with" if ctrl.uses_tf else "without"} Temporal Finetuning)')
             self._new_run = False
+        else:  # the stage lengths of the config only concern runs that have a sparsity stage
+            self._check_schedule(runner, model, ctrl)
         if ctrl is None:
+            # S is chosen on the loaded weights: every generator tensor must have loaded from the named file(s).
+            check_generator_loaded(model, runner_dense_sources(runner, model))
             ctrl = model.attach(SSLController(model.ssl_cfg))
             self._load_tf_teacher(runner, model, ctrl)
             state = TrainStateRebuilder(runner)
@@ -104,12 +117,28 @@ class SSLPruningHook(Hook):
         elif ctrl.prune_due:  # a checkpoint saved between the end of the sparsity stage and the prune
             self._prune(runner, model, ctrl, next_iter=runner.iter)
         if ctrl.stage == SPARSITY and ctrl.sir is not None:
-            steps = ctrl.sir.total_iters() - ctrl.sir.iter
-            at = runner.iter + steps * getattr(runner.optim_wrapper, '_accumulative_counts', 1)
+            at = runner.iter + (ctrl.sir.total_iters() - ctrl.sir.iter) * self._accumulation(runner)
             runner.logger.info(f'SSL: sparsity stage prunes after iteration {at} (of {runner.max_iters})')
-            if at > runner.max_iters:
-                runner.logger.warning(f'SSL: the run ends (max_iters={runner.max_iters}) before the sparsity stage '
-                                      f'does ({at}): no pruning will happen in this run')
+
+    @staticmethod
+    def _accumulation(runner) -> int:
+        return int(getattr(runner.optim_wrapper, '_accumulative_counts', 1) or 1)
+
+    def _check_schedule(self, runner, model: SSLBasicVSR, ctrl: SSLController | None) -> None:
+        """Before S is chosen: the sparsity stage must leave finetuning iterations, and the config's stage values
+        must agree with the stage its ``model.ssl.reg`` (or the resumed run's) defines."""
+        acc = self._accumulation(runner)
+        cfg = ctrl.cfg if ctrl is not None else model.ssl_cfg
+        if ctrl is None:
+            left = cfg.sparsity_iters
+        elif ctrl.stage == SPARSITY and ctrl.sir is not None:
+            left = ctrl.sir.total_iters() - ctrl.sir.iter
+        else:
+            left = None
+        if left is not None:
+            check_finetuning_left(runner.iter + left * acc, runner.max_iters, 'train_cfg.max_iters', 'model.ssl.reg')
+        if getattr(runner, 'cfg', None) is not None:
+            check_config_schedule(runner.cfg, cfg.sparsity_iters * acc, runner.max_iters, model.fix_iter)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         # Values in effect for this iteration's loss; LoggerHook reads them after the iteration.

@@ -9,15 +9,25 @@ engine's ``SSLController``, which the hook attaches to ``model.ssl_controller``;
 from __future__ import annotations
 
 import copy
+import inspect
 
 from mmagic.models.editors.basicvsr import BasicVSR
 from mmagic.registry import MODELS
 
 from ..core import describe
 from ..core.algorithm import SSLConfig, SSLController
+from ..core.options import unknown_key_message
 from ..core.scaling import GAMMA_IN, GAMMA_OUT
 
 HOOK_HINT = "add dict(type='SSLPruningHook') to custom_hooks (with custom_imports of ssl_plugin.mmagic_plugin)"
+
+
+def reject_unknown_arguments(cls, unknown: dict, where: str) -> None:
+    """mmengine builds ``cls(**cfg)``; an unknown key would be a bare TypeError. Name the closest argument instead
+    (``model.tf_los`` -> ``model.tf_loss``)."""
+    if unknown:
+        known = [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'unknown')]
+        raise TypeError(f'{cls.__name__}: ' + unknown_key_message(where, next(iter(unknown)), known))
 
 
 def _without_pretrained(cfg: dict) -> dict:
@@ -45,7 +55,8 @@ class SSLBasicVSR(BasicVSR):
 
     def __init__(self, generator, pixel_loss, ssl=None, sir_loss=dict(type='SIRLoss', loss_weight=1.0),
                  tf_loss=dict(type='TFLoss', loss_weight=1.0, distance='l1'), ensemble=None, train_cfg=None,
-                 test_cfg=None, init_cfg=None, data_preprocessor=None):
+                 test_cfg=None, init_cfg=None, data_preprocessor=None, **unknown):
+        reject_unknown_arguments(type(self), unknown, 'model')
         super().__init__(generator=generator, pixel_loss=pixel_loss, ensemble=ensemble, train_cfg=train_cfg,
                          test_cfg=test_cfg, init_cfg=init_cfg, data_preprocessor=data_preprocessor)
         self.ssl_cfg = SSLConfig.from_dict(ssl, where='model.ssl')

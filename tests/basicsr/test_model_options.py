@@ -35,10 +35,36 @@ def _opt(tiny_data, **changes):
     ({'ssl__colour': 'red'}, 'ssl.colour'),
     ({'ssl__reg': {'delta': -1.0}}, 'ssl.reg.delta'),
     ({'ssl__reg': {'stabilize_iter': 100}, 'train__total_iter': 8}, 'ssl.reg'),
+    # reg of fast_options: a 4-iteration sparsity stage; pruning at the last iteration finetunes nothing
+    ({'train__total_iter': 4}, 'ssl.reg: the sparsity stage takes 4 iterations and ends with the run'),
 ])
 def test_invalid_ssl_options_stop_at_start_naming_the_key(tiny_data, tmp_path, changes, key):
     with pytest.raises(ValueError, match=key.replace('.', r'\.')):
         _build(_opt(tiny_data, **changes), tmp_path)
+
+
+@pytest.mark.parametrize('changes, match', [
+    ({'train__tf_opts': {'type': 'TFLoss'}, 'train__tf_opt': ...}, r'train\.tf_opts: .*did you mean train\.tf_opt\?'),
+    ({'train__sir_opts': {'type': 'SIRLoss'}}, r'did you mean train\.sir_opt\?'),
+    ({'train__ssl_gama_lr_mul': 10}, r'did you mean train\.ssl_gamma_lr_mul\?'),
+    ({'train__scheduler_starts_at_finetun': True}, r'did you mean train\.scheduler_starts_at_finetune\?'),
+    ({'logger__ssl_per_layers': True}, r'did you mean logger\.ssl_per_layer\?'),
+    ({'sll': {'pruning_ratio': 0.3}}, r'^sll: unknown option; did you mean ssl\?'),
+])
+def test_misspelt_ssl_keys_in_basicsr_sections_name_the_right_key(tiny_data, tmp_path, changes, match):
+    """BasicSR ignores keys it does not read: without this check TF (or the whole ssl section) would silently be off."""
+    with pytest.raises(ValueError, match=match):
+        _build(_opt(tiny_data, **changes), tmp_path)
+
+
+@pytest.mark.parametrize('fix_flow', [3, 100])
+def test_fix_flow_under_ddp_needs_find_unused_parameters(tiny_data, tmp_path, fix_flow):
+    """Said at start, not as DDP's reducer error at iteration 2 (the model is built as BasicSR builds it for a
+    distributed run; the check comes before any process group is needed)."""
+    opt = parsed(_opt(tiny_data, train__fix_flow=fix_flow, find_unused_parameters=False), tmp_path)
+    opt['dist'] = True
+    with pytest.raises(ValueError, match=r'train\.fix_flow = \d+ freezes .*set find_unused_parameters: true'):
+        build_model(opt)
 
 
 def test_invalid_option_stops_the_cli_run(tiny_data, tmp_path):
@@ -72,6 +98,19 @@ def test_pretrained_weights_of_another_width_are_an_error(tiny_data, tmp_path, s
     opt = _opt(tiny_data, path__pretrain_network_g=str(path), path__strict_load_g=strict)
     with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*shapes do not fit'):
         _build(opt, tmp_path)   # never BasicSR's silent '.ignore' with strict_load_g: false
+
+
+@pytest.mark.parametrize('strict', [True, False])
+def test_pretrained_weights_under_another_key_prefix_are_an_error(tiny_data, tmp_path, strict):
+    """With strict_load_g: false BasicSR would load none of these tensors and S would be chosen on random weights."""
+    opt = _opt(tiny_data)
+    net = build_network(opt['network_g'])
+    path = tmp_path / 'prefixed.pth'
+    torch.save({'params': {f'net.{k}': v for k, v in net.state_dict().items()}}, path)
+    opt = merge(opt, path__pretrain_network_g=str(path), path__strict_load_g=strict)
+    with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*prefixed\.pth.*tensors were not loaded '
+                                         r'\(missing, e\.g\. spynet\..*does not have \(e\.g\. net\.spynet'):
+        _build(opt, tmp_path)
 
 
 def _one_step(model, lq_size=36):

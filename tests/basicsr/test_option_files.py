@@ -3,7 +3,6 @@ section whose schedule fits ``total_iter``, and build an SSLVideoRecurrentModel 
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from bsr_helpers import REPO, parsed
 
@@ -16,7 +15,6 @@ from basicsr.models import build_model  # noqa: E402
 from basicsr.utils.options import ordered_yaml  # noqa: E402
 
 from ssl_plugin.core.algorithm import SSLConfig  # noqa: E402
-from ssl_plugin.core.sir import SparsityRegularizer  # noqa: E402
 
 OPTIONS = REPO / 'options'
 TRAIN_FILES = ['ssl_basicvsr_reds.yml', 'ssl_basicvsr_uni_reds.yml', 'ssl_basicvsr_vimeo_bi.yml',
@@ -30,11 +28,6 @@ def _load(name):
         return yaml.load(f, Loader=ordered_yaml()[0])
 
 
-def _sparsity_iters(cfg: SSLConfig) -> int:
-    r = cfg.reg
-    # Every α grows alike, so the stage's length does not depend on S: any non-empty S will do.
-    return SparsityRegularizer({'any': torch.zeros(1, dtype=torch.int64)}, r.delta, r.interval, r.ceiling,
-                               r.stabilize_iter).total_iters()
 
 
 @pytest.mark.parametrize('name', TRAIN_FILES)
@@ -45,7 +38,7 @@ def test_training_option_file(name, tmp_path):
     for phase, dataset in opt['datasets'].items():
         assert dataset['type'] in DATASET_REGISTRY, (phase, dataset['type'])
     train = opt['train']
-    sparsity = _sparsity_iters(cfg) if cfg.method == 'ssl' else 0
+    sparsity = cfg.sparsity_iters
     assert sparsity < train['total_iter']
     if train.get('scheduler_starts_at_finetune'):
         assert sparsity + sum(train['scheduler']['periods']) == train['total_iter']
@@ -74,3 +67,13 @@ def test_test_option_file_evaluates_the_reds_run():
     assert Path(test['path']['pretrain_network_g']).parts[:2] == ('experiments', train['name'])
     metrics = test['val']['metrics']
     assert metrics['psnr']['test_y_channel'] is False and metrics['ssim']['test_y_channel'] is True
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in OPTIONS.glob('*.yml')))
+def test_no_key_of_the_shipped_files_counts_as_a_misspelling(name):
+    from ssl_plugin.basicsr_plugin.ssl_video_recurrent_model import LOGGER_KEYS, TRAIN_KEYS
+    from ssl_plugin.core.options import check_near_misses
+    opt = _load(name)
+    check_near_misses(opt, ('ssl',))
+    check_near_misses(opt.get('train'), TRAIN_KEYS, 'train')
+    check_near_misses(opt.get('logger'), LOGGER_KEYS, 'logger')

@@ -20,6 +20,7 @@ from ssl_plugin.core import (
     scaling_factors,
 )
 from ssl_plugin.core.algorithm import SSLConfig, SSLController
+from ssl_plugin.core.sir import SparsityRegularizer
 
 FAST = {'delta': 0.05, 'interval': 2, 'ceiling': 0.1, 'stabilize_iter': 3}  # done after 2*2 + 3 = 7 steps
 
@@ -274,3 +275,20 @@ def test_width_advice_is_silent_when_align_rounds_counts():
     ctrl.start(build('BasicVSR', 16, 2))
     assert any(v.numel() for v in ctrl.pruned.values())
     assert ctrl.width_advice() is None
+
+
+@pytest.mark.parametrize('reg', [dict(), dict(delta=0.05, interval=1, ceiling=0.1, stabilize_iter=2),
+                                 dict(delta=0.03, interval=3, ceiling=0.1, stabilize_iter=0)])
+def test_sparsity_iters_is_the_length_the_regularizer_runs(reg):
+    """SSLConfig.sparsity_iters (what both hosts, their checks, the configs' tests and the demo use) is exactly the
+    number of steps after which the regularizer reports the stage done."""
+    cfg = SSLConfig.from_dict(dict(reg=reg))
+    r = cfg.reg
+    sir = SparsityRegularizer({'k': torch.tensor([0, 2])}, r.delta, r.interval, r.ceiling, r.stabilize_iter)
+    assert sir.total_iters() == cfg.sparsity_iters
+    if cfg.sparsity_iters < 100:
+        steps = 0
+        while sir.step() != 'done':
+            steps += 1
+        assert steps + 1 == cfg.sparsity_iters
+    assert SSLConfig.from_dict(dict(method='l1', reg=reg)).sparsity_iters == 0

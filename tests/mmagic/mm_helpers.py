@@ -10,6 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from ssl_plugin.core.algorithm import SSLConfig
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = REPO / 'options' / 'mmagic' / 'ssl_basicvsr_demo.py'
@@ -19,7 +21,8 @@ TRAIN, TEST = MM_TOOLS / 'train.py', MM_TOOLS / 'test.py'
 SCALE = 4
 GT_SIZE = 64        # LR 16 px: mmagic's BasicVSRNet (SPyNet) runs at that size
 FRAMES = 8          # per clip: clip 000 validates, clip 001 trains (REDS4 rule of make_dataset)
-SPARSITY_ITERS = 4  # reg below: ceil(0.1 / 0.05) * 1 + 2
+REG = dict(delta=0.05, interval=1, ceiling=0.1, stabilize_iter=2)
+SPARSITY_ITERS = SSLConfig.from_dict(dict(reg=REG)).sparsity_iters  # 4: ceil(0.1 / 0.05) * 1 + 2
 FINETUNE_ITERS = 4
 
 
@@ -41,7 +44,7 @@ sparsity_iters = {sparsity}
 finetune_iters = {finetune}
 model = dict(
     generator=dict(mid_channels=8, num_blocks=1),
-    ssl=dict(reg=dict(delta=0.05, interval=1, ceiling=0.1, stabilize_iter=2)),
+    ssl=dict(reg={reg!r}),
     train_cfg=dict(fix_iter={fix_iter}))
 train_dataloader = dict(batch_size=1, dataset=dict(data_root=data_root, num_input_frames=4))
 val_dataloader = dict(dataset=dict(data_root=data_root))
@@ -64,7 +67,7 @@ def write_user_config(folder: Path, data: Path, name: str = 'user', fix_iter: in
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f'{name}.py'
     path.write_text(USER_CONFIG.format(base=str(DEMO_CONFIG), name=name, data=str(data), sparsity=SPARSITY_ITERS,
-                                       finetune=FINETUNE_ITERS, fix_iter=fix_iter) + extra)
+                                       finetune=FINETUNE_ITERS, fix_iter=fix_iter, reg=REG) + extra)
     return path
 
 

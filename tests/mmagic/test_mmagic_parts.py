@@ -1,6 +1,7 @@
 """The MMagic parts one by one (no runner): registration, the model's SSL loss terms and teacher, configs, errors."""
 import io
 import logging
+import re
 import types
 
 import pytest
@@ -21,6 +22,7 @@ from mmagic.registry import HOOKS, MODELS  # noqa: E402
 from mmagic.structures import DataSample  # noqa: E402
 
 from ssl_plugin.mmagic_plugin import SSLBasicVSR, SSLPruningHook  # noqa: E402
+from ssl_plugin.mmagic_plugin.checks import check_config_schedule  # noqa: E402
 
 CONFIGS = sorted((REPO / 'options' / 'mmagic').glob('ssl_basicvsr_*.py'))
 LR, FRAMES, SCALE = 16, 3, 4
@@ -113,6 +115,18 @@ def test_bad_ssl_options_name_the_key(ssl, match):
         tiny_model(ssl=ssl)
 
 
+@pytest.mark.parametrize('build, match', [
+    (lambda: tiny_model(tf_los=None), r'model\.tf_los: unknown option \(did you mean model\.tf_loss\?'),
+    (lambda: tiny_model(sir_los=None), r'did you mean model\.sir_loss\?'),
+    (lambda: tiny_model(ssl=dict(pruning_ration=0.5)), r'model\.ssl\.pruning_ration: .*did you mean '
+                                                        r'model\.ssl\.pruning_ratio\?'),
+    (lambda: HOOKS.build(dict(type='SSLPruningHook', intervall=5)), r'intervall: .*did you mean .*\.interval\?'),
+])
+def test_misspelt_mmagic_keys_name_the_right_key(build, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        build()
+
+
 def test_unsupported_generator_names_supported_networks():
     with pytest.raises(TypeError, match=r'cannot prune .*SRCNNNet.*Supported networks:.*BasicVSRNet'):
         tiny_model(generator=dict(type='SRCNNNet'))
@@ -190,10 +204,12 @@ def test_configs_inherit_mmagic_and_are_consistent(path):
     assert cfg.custom_imports['imports'] == ['ssl_plugin.mmagic_plugin']
     assert cfg.model.type == 'SSLBasicVSR' and cfg.default_scope == 'mmagic'
     assert {h['type'] for h in cfg.custom_hooks} >= {'SSLPruningHook', 'BasicVisualizationHook'}
-    # the stage lengths written in the config match the SIR schedule the model will run
-    reg = SSLConfig.from_dict(cfg.model.ssl).reg
+    # the stage lengths written in the config match the SIR schedule the model will run (the hook's own check)
+    ssl = SSLConfig.from_dict(cfg.model.ssl)
+    reg = ssl.reg
     sir = SparsityRegularizer({'k': torch.tensor([0])}, reg.delta, reg.interval, reg.ceiling, reg.stabilize_iter)
-    assert sir.total_iters() == cfg.sparsity_iters
+    assert sir.total_iters() == ssl.sparsity_iters == cfg.sparsity_iters
+    check_config_schedule(cfg, ssl.sparsity_iters, cfg.train_cfg.max_iters, cfg.model.train_cfg.fix_iter)
     assert cfg.param_scheduler.begin == cfg.sparsity_iters
     assert cfg.train_cfg.max_iters == cfg.sparsity_iters + cfg.finetune_iters
     assert cfg.model.train_cfg.fix_iter >= cfg.sparsity_iters // 2
@@ -202,3 +218,141 @@ def test_configs_inherit_mmagic_and_are_consistent(path):
     model_cfg.update(init_cfg=None, generator=dict(type='BasicVSRNet', mid_channels=8, num_blocks=1,
                                                             spynet_pretrained=None))
     assert isinstance(MODELS.build(model_cfg), SSLBasicVSR)
+
+
+def _fresh_runner(model, max_iters, cfg=None, accumulate=1):
+    """What SSLPruningHook.before_train reads of a runner at a fresh start."""
+    return types.SimpleNamespace(model=model, iter=0, max_iters=max_iters, cfg=cfg, hooks=[],
+                                 logger=logging.getLogger('test'),
+                                 optim_wrapper=types.SimpleNamespace(_accumulative_counts=accumulate))
+
+
+@pytest.mark.parametrize('max_iters, accumulate', [(4, 1), (3, 1), (7, 2)], ids=['equal', 'longer', 'accumulated'])
+def test_sparsity_stage_that_leaves_no_finetuning_is_an_error(max_iters, accumulate):
+    model = tiny_model()  # reg: 4 optimizer steps of sparsity
+    assert model.ssl_cfg.sparsity_iters == 4
+    with pytest.raises(ValueError, match=r'model\.ssl\.reg: the sparsity stage .*train_cfg\.max_iters'):
+        SSLPruningHook().before_train(_fresh_runner(model, max_iters, accumulate=accumulate))
+    assert model.ssl_controller is None  # stopped before S was chosen
+
+
+def _derived(tmp_path, body: str) -> Config:
+    path = tmp_path / 'derived.py'
+    path.write_text(f"_base_ = {str(REPO / 'options' / 'mmagic' / 'ssl_basicvsr_reds4.py')!r}\n" + body)
+    return Config.fromfile(str(path))
+
+
+SHORT_REG = "model = dict(ssl=dict(reg=dict(stabilize_iter=4000)))\n"  # 5000 + 4000 iterations
+
+
+@pytest.mark.parametrize('body, match', [
+    (SHORT_REG, r'sparsity_iters = 19000 .* set sparsity_iters = 9000'),
+    (SHORT_REG + 'sparsity_iters = 9000\n', r'train_cfg\.max_iters = 319000.* set train_cfg\.max_iters = 309000'),
+    (SHORT_REG + 'sparsity_iters = 9000\ntrain_cfg = dict(max_iters=309000)\n',
+     r'param_scheduler\.begin = 19000: .* set param_scheduler\.begin = 9000'),
+    (SHORT_REG + 'finetune_iters = 1000\nsparsity_iters = 9000\ntrain_cfg = dict(max_iters=10000)\n'
+     'param_scheduler = dict(begin=9000, periods=[1000])\n',
+     r'model\.train_cfg\.fix_iter = 24000 is not below train_cfg\.max_iters = 10000'),
+], ids=['sparsity_iters', 'max_iters', 'scheduler_begin', 'fix_iter'])
+def test_config_values_that_disagree_with_reg_are_errors(tmp_path, body, match):
+    """A config inheriting ours that changes model.ssl.reg keeps the base's derived values: each is named."""
+    cfg = _derived(tmp_path, body)
+    true = SSLConfig.from_dict(cfg.model.ssl).sparsity_iters
+    with pytest.raises(ValueError, match=match):
+        check_config_schedule(cfg, true, cfg.train_cfg.max_iters, cfg.model.train_cfg.fix_iter)
+
+
+def test_config_consistent_after_rederiving_everything(tmp_path):
+    cfg = _derived(tmp_path, SHORT_REG + 'sparsity_iters = 9000\ntrain_cfg = dict(max_iters=309000)\n'
+                   'param_scheduler = dict(begin=9000)\nmodel = dict(train_cfg=dict(fix_iter=14000))\n')
+    check_config_schedule(cfg, 9000, cfg.train_cfg.max_iters, cfg.model.train_cfg.fix_iter)
+    # one schedule over the whole run is fine too
+    cfg.param_scheduler.begin = 0
+    check_config_schedule(cfg, 9000, cfg.train_cfg.max_iters, cfg.model.train_cfg.fix_iter)
+
+
+def test_hook_checks_the_runner_config_before_choosing_s(tmp_path):
+    cfg = _derived(tmp_path, SHORT_REG)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r'sparsity_iters = 19000 .* set sparsity_iters = 4'):
+        SSLPruningHook().before_train(_fresh_runner(model, 100, cfg=cfg))
+    assert model.ssl_controller is None
+
+
+def _gen_state(model, prefix=''):
+    return {f'{prefix}{k}': v.clone() for k, v in model.generator.state_dict().items()}
+
+
+def _dense_case(tmp_path, how, state):
+    """A fresh-start runner whose dense model comes from ``state`` through one of mmengine's non-strict loaders."""
+    path = tmp_path / 'dense.pth'
+    torch.save({'state_dict': state, 'meta': {}}, path)
+    if how == 'model.init_cfg':
+        model = tiny_model(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    else:
+        model = tiny_model()
+    if how == 'model.generator.init_cfg':  # a generator that takes init_cfg (BaseModule's argument)
+        model.generator.init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    model.init_weights()  # what Runner.train does: mmengine's non-strict Pretrained loader
+    runner = _fresh_runner(model, 100)
+    if how == 'load_from':
+        load_state_dict(model, state, strict=False)  # Runner.load_checkpoint(strict=False)
+        runner._load_from, runner._resume = str(path), False
+    return model, runner, path
+
+
+HOW = ['model.init_cfg', 'model.generator.init_cfg', 'load_from']
+
+
+@pytest.mark.parametrize('how', HOW)
+def test_dense_weights_under_another_prefix_stop_before_s_is_chosen(tmp_path, how):
+    at_model = how != 'model.generator.init_cfg'
+    state = _gen_state(tiny_model(), prefix='net.generator.' if at_model else 'net.')
+    model, runner, path = _dense_case(tmp_path, how, state)
+    with pytest.raises(ValueError, match=rf'{re.escape(how)} \({re.escape(str(path))}\): .* tensors were not loaded '
+                                         r'\(missing, e\.g\. spynet\..*net\.'):
+        SSLPruningHook().before_train(runner)
+    assert model.ssl_controller is None
+
+
+@pytest.mark.parametrize('how', HOW)
+def test_dense_weights_of_another_width_stop_before_s_is_chosen(tmp_path, how):
+    wide = tiny_model(generator=dict(type='BasicVSRNet', mid_channels=16, num_blocks=1))
+    model, runner, path = _dense_case(tmp_path, how, _gen_state(wide, '' if how == 'model.generator.init_cfg'
+                                                                 else 'generator.'))
+    with pytest.raises(ValueError, match=r'shapes do not fit the network .*backward_resblocks'):
+        SSLPruningHook().before_train(runner)
+
+
+@pytest.mark.parametrize('how', HOW)
+def test_dense_weights_that_loaded_pass_the_check(tmp_path, how):
+    from ssl_plugin.mmagic_plugin.loading import check_generator_loaded, runner_dense_sources
+    trained = tiny_model()
+    model, runner, _ = _dense_case(tmp_path, how, _gen_state(trained, '' if how == 'model.generator.init_cfg'
+                                                              else 'generator.'))
+    sources = runner_dense_sources(runner, model)
+    assert [s.key for s in sources] == [how] and sources[0].ssl is None
+    check_generator_loaded(model, sources)
+    for k, v in trained.generator.state_dict().items():
+        assert torch.equal(model.generator.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize('cfg, error', [
+    (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=False)), True),
+    (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', device_ids=None)), True),
+    (dict(), True),  # mmengine's default wrapper: find_unused_parameters from the top level, default False
+    (dict(find_unused_parameters=True), False),
+    (dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=True)), False),
+])
+def test_fix_iter_under_ddp_needs_find_unused_parameters(cfg, error):
+    """Said at before_run, not as DDP's reducer error at iteration 2."""
+    runner = types.SimpleNamespace(model=tiny_model(train_cfg=dict(fix_iter=5)), hooks=[], distributed=True,
+                                   cfg=Config(cfg))
+    if error:
+        with pytest.raises(ValueError, match=r'model\.train_cfg\.fix_iter = 5 freezes .*'
+                                             r'model_wrapper_cfg=dict\(find_unused_parameters=True\)'):
+            SSLPruningHook().before_run(runner)
+    else:
+        SSLPruningHook().before_run(runner)
+    runner.distributed = False
+    SSLPruningHook().before_run(runner)  # one process: nothing to say
