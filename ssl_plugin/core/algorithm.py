@@ -326,16 +326,19 @@ class SSLController:
         return c
 
     # -- logging ---------------------------------------------------------------------------------------------
-    def log_values(self, net: nn.Module, per_layer: bool = True) -> dict[str, float]:
+    def log_values(self, net: nn.Module, per_layer: bool = True, gamma: bool = True) -> dict[str, float]:
         """Scalars to log (each host adds its own prefix): ``stage`` (0 sparsity, 1 finetune), ``num_pruned`` (|S|),
         and during sparsity ``alpha``, ``gamma_pruned`` / ``gamma_kept`` (mean |γ| over all pruned / kept units) and,
         with ``per_layer``, ``gamma_pruned/<key>`` / ``gamma_kept/<key>`` (the data of the paper's supplementary
-        Fig. 1; NaN where a side is empty)."""
+        Fig. 1; NaN where a side is empty). ``gamma=False`` leaves out every γ value: they cost one device-to-host
+        copy per layer, the rest is host-side state."""
         out = {'stage': 0.0 if self.stage == SPARSITY else 1.0}
         if self.pruned is not None:
             out['num_pruned'] = float(sum(v.numel() for v in self.pruned.values()))
         if self.stage == SPARSITY and self.sir is not None:
             out['alpha'] = self.sir.current_alpha()
+            if not gamma:
+                return out
             gammas = scaling_factors(net, self.topology(net))
             stats = gamma_stats(gammas, self.pruned)
             for side, col in (('pruned', 0), ('kept', 1)):

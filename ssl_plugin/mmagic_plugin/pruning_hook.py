@@ -7,14 +7,15 @@
 * checkpoints: the controller state (S, α, spec, teacher weights; tensors and lists only) goes into
   ``checkpoint['ssl']``; loading such a checkpoint (``--resume``, ``load_from``, ``tools/test.py``) first gives the
   freshly built dense generator that structure, so the weights, optimizer and scheduler states load onto it.
-* logging: stage, α, |S| and mean γ to the message hub (the log line), per-unit γ statistics to the visualizer.
+* logging: stage, α, |S| and mean γ to the message hub (the log line), per-unit γ statistics to the visualizer; the γ
+  values are read from the device only at the iterations the LoggerHook prints or the visualizer records.
 """
 from __future__ import annotations
 
 import math
 
 from mmagic.registry import HOOKS, MODELS
-from mmengine.hooks import EMAHook, Hook
+from mmengine.hooks import EMAHook, Hook, LoggerHook
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from ..core import checkpoint as core_ckpt
@@ -140,11 +141,26 @@ class SSLPruningHook(Hook):
         if getattr(runner, 'cfg', None) is not None:
             check_config_schedule(runner.cfg, cfg.sparsity_iters * acc, runner.max_iters, model.fix_iter)
 
+    def _logger_prints(self, runner, batch_idx: int) -> bool:
+        """Whether a LoggerHook writes a log line after this iteration: mmengine 0.10.7's own condition (every
+        ``interval`` inner iterations, and at the end of an epoch unless ``ignore_last`` drops it)."""
+        for hook in runner.hooks:
+            if not isinstance(hook, LoggerHook):
+                continue
+            if self.every_n_inner_iters(batch_idx, hook.interval):
+                return True
+            if self.end_of_epoch(runner.train_dataloader, batch_idx) and (
+                    not hook.ignore_last or len(runner.train_dataloader) <= hook.interval):
+                return True
+        return False
+
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        # Values in effect for this iteration's loss; LoggerHook reads them after the iteration.
+        # Values in effect for this iteration's loss; LoggerHook reads them after the iteration. The γ statistics
+        # (a device-to-host copy per layer) only where a log line or the visualizer takes them.
         model = self._model(runner)
         per_key_due = self.every_n_train_iters(runner, self._log_interval(runner)) or runner.iter == 0
-        values = model.ssl_controller.log_values(model.generator, per_layer=per_key_due)
+        gamma_due = per_key_due or self._logger_prints(runner, batch_idx)
+        values = model.ssl_controller.log_values(model.generator, per_layer=per_key_due, gamma=gamma_due)
         hub = runner.message_hub
         for name in ('stage', 'alpha', 'gamma_pruned', 'gamma_kept'):
             if name in values and not math.isnan(values[name]):

@@ -1,9 +1,13 @@
 """DDP with mmengine's `--launcher pytorch` on CPU (gloo, 2 processes) through mmagic's tools/train.py: both ranks must
-prune the same S into the same structure, and stay identical through both rebuilds (γ inserted, network pruned)
-although each rank trains on different data, which holds only if the re-created DDP wrapper reduces the new
-parameters."""
+prune the same S into the same structure and, although each rank trains on different data, hold the same generator
+weights, optimizer state (Adam moments, step counts, parameter groups) and scheduler state after every iteration,
+the rebuilds (γ inserted, network pruned) and the last one included. That holds only if the re-created DDP wrapper
+reduces the new parameters."""
 import torch
-from mm_helpers import PYTHON, TRAIN, free_port, run_tool, write_user_config
+from mm_helpers import FINETUNE_ITERS, PYTHON, SPARSITY_ITERS, TRAIN, free_port, run_tool, write_user_config
+from rank_states import assert_same
+
+MAX_ITERS = SPARSITY_ITERS + FINETUNE_ITERS
 
 DDP = '''
 custom_imports = dict(imports=['ssl_plugin.mmagic_plugin', 'mm_rank_probe'], allow_failed_imports=False)
@@ -26,13 +30,15 @@ def test_two_ranks_prune_identically(clip_data, tmp_path):
               '--master_addr', '127.0.0.1', '--master_port', free_port(), TRAIN, config, '--launcher', 'pytorch',
               '--work-dir', work], cwd=tmp_path)
     r0, r1 = (torch.load(work / f'rank{r}.pt', weights_only=True) for r in (0, 1))
-    assert r0['wrapped'] == r1['wrapped'] == 'MMDistributedDataParallel'
-    assert r0['stage'] == r1['stage'] == 'finetune'
-    assert r0['batches'] != r1['batches'], 'the ranks saw the same data: weight equality would prove nothing'
-    assert r0['pruned'].keys() == r1['pruned'].keys()
-    for k in r0['pruned']:
-        assert torch.equal(r0['pruned'][k], r1['pruned'][k]), k
+    assert r0['batches'] != r1['batches'], 'the ranks saw the same data: equality would prove nothing'
+    assert_same(r0['pruned'], r1['pruned'], 'S')
     assert r0['spec'] == r1['spec']
-    assert r0['generator'].keys() == r1['generator'].keys()
-    for k, v in r0['generator'].items():
-        torch.testing.assert_close(r1['generator'][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    s0, s1 = r0['snapshots'], r1['snapshots']
+    assert [s['iter'] for s in s0] == [s['iter'] for s in s1] == list(range(1, MAX_ITERS + 1))
+    # pruned (and re-wrapped) in the last sparsity iteration
+    assert [s['stage'] for s in s0] == ['sparsity'] * (SPARSITY_ITERS - 1) + ['finetune'] * (FINETUNE_ITERS + 1)
+    assert all(s['wrapped'] == 'MMDistributedDataParallel' for s in s0 + s1)
+    assert s0[-1]['optimizer']['state'], 'no optimizer state to compare'
+    for a, b in zip(s0, s1):
+        for key in ('generator', 'optimizer', 'schedulers'):
+            assert_same(a[key], b[key], f'iter {a["iter"]} {key}')
