@@ -6,6 +6,7 @@ Topology (what is coupled) -> criterion (what is unimportant) -> SIR (make it sp
 from . import archs  # noqa: F401  (registers the supported topologies)
 from .cost import cost_summary, count_macs, count_params
 from .criterion import kept_indices, l1_scores, select_unimportant
+from .inference import InferenceMode, InferenceRunner, auto_select, fold_rsc
 from .losses import SIRLoss, TFLoss
 from .registry import bare_model, describe, register_topology, supported
 from .rsc import RSCBlock
@@ -30,5 +31,6 @@ __all__ = [
     'gamma_stats', 'insert_scaling_factors', 'kept_indices', 'l1_scores', 'merge_scaling_factors', 'prune',
     'reconstruction_chain', 'register_topology', 'residual_units', 'scaling_factors', 'select_unimportant',
     'supported', 'HiddenStateRecorder', 'frozen_teacher', 'teacher_hidden_states', 'temporal_finetuning_loss',
-    'SIRLoss', 'TFLoss', 'cost_summary', 'count_macs', 'count_params',
+    'SIRLoss', 'TFLoss', 'cost_summary', 'count_macs', 'count_params', 'InferenceMode', 'InferenceRunner',
+    'auto_select', 'fold_rsc',
 ]
