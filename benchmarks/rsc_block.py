@@ -88,7 +88,7 @@ def main(argv=None):
         for k in kept:
             idx = torch.sort(torch.randperm(c, generator=gen)[:k]).values
             block = RSCBlock(nn.Conv2d(k, k, 3, 1, 1), nn.Conv2d(k, k, 3, 1, 1), nn.ReLU(inplace=True), idx, idx,
-                             c).to(device, memory_format=fmt).eval()
+                             c, inplace=True).to(device, memory_format=fmt).eval()
             hk = block.gather(x).contiguous(memory_format=fmt)
             res = block.conv2(block.relu(block.conv1(hk)))
             t_rsc = median_ms(lambda: block(x), device, r)

@@ -10,6 +10,7 @@ from . import (
 )
 from .cost import cost_summary, count_macs, count_params
 from .criterion import kept_indices, l1_scores, select_unimportant
+from .inference import InferenceMode, InferenceRunner, auto_select, fold_rsc
 from .losses import SIRLoss, TFLoss
 from .registry import bare_model, describe, register_topology, supported
 from .rsc import RSCBlock
@@ -35,4 +36,5 @@ __all__ = [
     'reconstruction_chain', 'register_topology', 'residual_units', 'scaling_factors', 'select_unimportant',
     'supported', 'HiddenStateRecorder', 'frozen_teacher', 'teacher_hidden_states', 'temporal_finetuning_loss',
     'SIRLoss', 'TFLoss', 'cost_summary', 'count_macs', 'count_params', 'checkpoint', 'optim_state',
+    'InferenceMode', 'InferenceRunner', 'auto_select', 'fold_rsc',
 ]

@@ -24,9 +24,12 @@ def _trunk_blocks(net, trunk: str) -> str:
 
 
 def _recurrent(net, arch, trunks: dict[str, str], chain, frozen) -> Topology:
+    # In-place safe: the blocks' Sequential reads the fresh output of the trunk's input conv + in-place LeakyReLU
+    # (nothing else holds it), each block reads its predecessor's output alone, and the trunk's output (the last
+    # block's, which the caller and a HiddenStateRecorder on the trunk keep) is the input of no block.
     units = []
     for trunk in trunks.values():
-        units += residual_units(net, _trunk_blocks(net, trunk))
+        units += residual_units(net, _trunk_blocks(net, trunk), inplace_safe=True)
     units += reconstruction_chain(net, chain)
     return Topology(arch=arch, units=tuple(units), hidden=dict(trunks), frozen=tuple(frozen))
 

@@ -10,9 +10,11 @@ Layout: in the default (NCHW) format a channel is one contiguous plane, so the g
 180x320 (longer than the block's two convs, ~7x the row-wise version), so the block views the tensor as a
 (pixels, channels) matrix and gathers / scatters whole rows at a time, and its output stays ``channels_last``.
 
-Without autograd (validation, inference) the scatter-add writes into ``x`` in place, saving a full-width copy per block:
-residual units are the children of a Sequential chain (see :func:`~.topology.residual_units`), so a block's input is
-consumed by that block alone. With autograd on, everything is out of place.
+In place: without autograd (validation, inference) a block built with ``inplace=True`` adds its residual into ``x``
+itself, saving a full-width copy per block. That is only correct when nothing else reads ``x`` afterwards, which the
+network's topology declares (:attr:`~.topology.ResidualUnit.inplace_safe`, set by the shipped topologies, off by default
+for a user's); surgery carries it here. A forward hook or pre-hook on the block itself (which would see its input
+overwritten by the output) also turns it off. With autograd on, everything is out of place.
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ def _from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class RSCBlock(nn.Module):
 
     def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d, act: nn.Module, in_idx: torch.Tensor,
-                 out_idx: torch.Tensor, width: int):
+                 out_idx: torch.Tensor, width: int, inplace: bool = False):
         super().__init__()
         self.conv1, self.conv2, self.relu = conv1, conv2, act
         self.width = int(width)
+        self.inplace = bool(inplace)  # a plain attribute: not in the state dict, derived from the topology
         self.register_buffer('in_idx', in_idx.to(device=conv1.weight.device, dtype=torch.int64))
         self.register_buffer('out_idx', out_idx.to(device=conv2.weight.device, dtype=torch.int64))
         # Fast paths: a side that keeps every channel needs no gather / scatter.
@@ -63,18 +66,24 @@ class RSCBlock(nn.Module):
             return x.view(x.shape[1], -1).index_select(0, self.in_idx).view(1, -1, *x.shape[2:])
         return x.index_select(1, self.in_idx)
 
+    def writes_in_place(self) -> bool:
+        """Whether :meth:`scatter` may overwrite its input now (see the module docstring)."""
+        return (self.inplace and not torch.is_grad_enabled()
+                and not (self._forward_hooks or self._forward_pre_hooks))
+
     def scatter(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """``x`` with ``r`` added into channels ``out_idx`` (in place on ``x`` when autograd is off)."""
-        grad = torch.is_grad_enabled()
+        """``x`` with ``r`` added into channels ``out_idx`` (in place on ``x`` when :meth:`writes_in_place`)."""
+        inplace = self.writes_in_place()
         if self.writes_all:
-            return x + r if grad else x.add_(r)
+            return x.add_(r) if inplace else x + r
         if _is_channels_last(x):
             rows = _rows(x)
-            if grad:
+            if not inplace:
                 return _from_rows(rows.index_add(1, self.out_idx, _rows(r)), x)
             rows.index_add_(1, self.out_idx, _rows(r))
             return x
-        return x.index_add(1, self.out_idx, r) if grad else x.index_add_(1, self.out_idx, r)
+        return x.index_add_(1, self.out_idx, r) if inplace else x.index_add(1, self.out_idx, r)
 
     def extra_repr(self) -> str:
-        return f'reads {self.in_idx.numel()}/{self.width}, writes {self.out_idx.numel()}/{self.width}'
+        return (f'reads {self.in_idx.numel()}/{self.width}, writes {self.out_idx.numel()}/{self.width}'
+                + (', in place without autograd' if self.inplace else ''))

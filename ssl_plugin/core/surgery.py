@@ -100,7 +100,7 @@ def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor], reco
             note(f'{unit.path}.conv1', unit.conv1_path, c1, k_mid, k_in)
             note(f'{unit.path}.conv2', unit.conv2_path, c2, k_out, k_mid, res_scale)
             new = RSCBlock(_sliced(c1, k_mid, k_in), _sliced(c2, k_out, k_mid, res_scale), get_module(block, unit.act),
-                           k_in, k_out, width=c1.in_channels)
+                           k_in, k_out, width=c1.in_channels, inplace=unit.inplace_safe)
             new.train(block.training)
             set_module(net, unit.path, new)
             units_spec[unit.path] = {'kind': 'residual', 'in': k_in.tolist(), 'mid': k_mid.tolist(),

@@ -33,11 +33,16 @@ class ResidualUnit:
 
     Three independent dimensions: the skip channels conv1 reads (``conv1@in``), conv1's filters (``conv1``) and the skip
     channels conv2 writes into (``conv2``). The skip path itself keeps its width.
+
+    ``inplace_safe`` declares that the block's input tensor is read by this block alone (no later use by the caller,
+    no hook keeping it), so that without autograd the pruned block may add its residual into that tensor instead of
+    copying it. It describes the network, not a pruning: it is derived from the topology, never stored in a spec.
     """
     path: str
     conv1: str = 'conv1'
     conv2: str = 'conv2'
     act: str = 'relu'
+    inplace_safe: bool = False
 
     @property
     def conv1_path(self) -> str:
@@ -88,6 +93,15 @@ class Topology:
     hidden: dict[str, str]
     frozen: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self):
+        # A hidden state is kept by HiddenStateRecorder: it must not be the input of a block that overwrites its input.
+        for a, b in zip(self.units[:-1], self.units[1:]):
+            if isinstance(a, ResidualUnit) and isinstance(b, ResidualUnit) and b.inplace_safe \
+                    and a.path.rpartition('.')[0] == b.path.rpartition('.')[0] and a.path in self.hidden.values():
+                raise ValueError(f'{self.arch}: hidden state {a.path!r} is the input of {b.path!r}, declared '
+                                 'inplace_safe; a recorded hidden state must not be overwritten '
+                                 '(set inplace_safe=False)')
+
     def keys(self) -> list[str]:
         return [k for u in self.units for k in u.keys]
 
@@ -130,12 +144,17 @@ def set_module(net: nn.Module, path: str, module: nn.Module) -> None:
     setattr(net.get_submodule(parent) if parent else net, name, module)
 
 
-def residual_units(net: nn.Module, container: str, **kwargs) -> list[ResidualUnit]:
-    """One ResidualUnit per child of ``container`` (e.g. a trunk's ``main.2`` Sequential); depth comes from the tree."""
+def residual_units(net: nn.Module, container: str, inplace_safe: bool = False, **kwargs) -> list[ResidualUnit]:
+    """One ResidualUnit per child of ``container`` (e.g. a trunk's ``main.2`` Sequential); depth comes from the tree.
+
+    Pass ``inplace_safe=True`` only when ``container`` is a chain whose input is read by nothing but its first block
+    (each later block's input is then its predecessor's output, which nothing else reads): e.g. an EDSR body used as
+    ``body(x) + x`` is not, because the caller reads ``x`` again after the body.
+    """
     seq = get_module(net, container)
     units = []
     for name, child in seq.named_children():
-        unit = ResidualUnit(f'{container}.{name}', **kwargs)
+        unit = ResidualUnit(f'{container}.{name}', inplace_safe=inplace_safe, **kwargs)
         for attr in (unit.conv1, unit.conv2, unit.act):
             if not hasattr(child, attr):
                 raise TypeError(f'{container}.{name} ({type(child).__name__}) is not a residual block: no {attr!r}')
