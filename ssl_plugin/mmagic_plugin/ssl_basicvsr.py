@@ -19,6 +19,8 @@ from ..core.algorithm import SSLConfig, SSLController
 from ..core.options import unknown_key_message
 from ..core.scaling import GAMMA_IN, GAMMA_OUT
 
+#: Parameter-name fragments mmagic's ``fix_iter`` freezes (BasicVSR's SPyNet, IconVSR's EDVR).
+FLOW_MODULES = ('spynet', 'edvr')
 HOOK_HINT = "add dict(type='SSLPruningHook') to custom_hooks (with custom_imports of ssl_plugin.mmagic_plugin)"
 
 
@@ -86,10 +88,20 @@ class SSLBasicVSR(BasicVSR):
         if ctrl is None:
             raise RuntimeError(f'SSLBasicVSR trains only under SSLPruningHook, which drives the SSL stages: '
                                f'{HOOK_HINT}')
+        self._freeze_flow_until_fix_iter()
         with ctrl.clip_losses(self.generator, inputs) as terms:
             losses = super().forward_train(inputs, data_samples, **kwargs)
         losses.update({f'loss_{name}': term for name, term in terms.items()})
         return losses
+
+    def _freeze_flow_until_fix_iter(self) -> None:
+        """mmagic freezes SPyNet / EDVR once (``is_weight_fixed``) while ``step_counter < fix_iter``; a generator
+        rebuilt after a reload, a resume or the prune would escape that one-time freeze, so re-apply it each step."""
+        if self.step_counter < self.fix_iter:
+            for name, param in self.generator.named_parameters():
+                if any(m in name for m in FLOW_MODULES):
+                    param.requires_grad_(False)
+            self.is_weight_fixed = True
 
     # -- loading ---------------------------------------------------------------------------------------------------
     def _check_checkpoint_structure(self, state_dict, prefix, *args):

@@ -356,3 +356,28 @@ def test_fix_iter_under_ddp_needs_find_unused_parameters(cfg, error):
         SSLPruningHook().before_run(runner)
     runner.distributed = False
     SSLPruningHook().before_run(runner)  # one process: nothing to say
+
+
+def test_spynet_stays_frozen_until_fix_iter_after_the_generator_is_rebuilt():
+    """mmagic freezes SPyNet once; a generator rebuilt by a reload (after_load_checkpoint) or the prune must not
+    escape the freeze before fix_iter, and trains from fix_iter on."""
+    model = tiny_model(train_cfg=dict(fix_iter=3))
+    model.attach(SSLController(SSLConfig.from_dict(dict(method='l1'))))
+    model.ssl_controller.start(model.generator)
+    lq, ds = batch()
+
+    def spynet_trainable():
+        return {p.requires_grad for n, p in model.generator.named_parameters() if 'spynet' in n}
+
+    model.forward_train(lq, ds)
+    assert spynet_trainable() == {False}
+    fresh = MODELS.build(model._generator_cfg)  # what a reload builds before the saved weights load
+    model.ssl_controller.restore_structure(fresh)
+    model.generator = fresh
+    model.forward_train(lq, ds)['loss'].backward()
+    assert spynet_trainable() == {False}
+    assert all(p.grad is None for n, p in model.generator.named_parameters() if 'spynet' in n)
+    model.forward_train(lq, ds)  # step 2 < fix_iter: still frozen
+    assert spynet_trainable() == {False}
+    model.forward_train(lq, ds)  # step 3 == fix_iter: mmagic unfreezes everything
+    assert spynet_trainable() == {True}
