@@ -12,6 +12,7 @@ LOG_INTERVAL = 3
 # The shortest run with a finetuning stage, 3-frame clips, one checkpoint (mmengine formats the config at each save).
 SHORT = f'''
 default_hooks = dict(logger=dict(interval={LOG_INTERVAL}), checkpoint=dict(interval=100))
+finetune_iters = 1
 train_cfg = dict(max_iters={SPARSITY_ITERS + 1}, val_interval={SPARSITY_ITERS + 1})
 param_scheduler = dict(begin={SPARSITY_ITERS}, periods=[1])
 train_dataloader = dict(batch_size=1, dataset=dict(data_root=data_root, num_input_frames=3))
