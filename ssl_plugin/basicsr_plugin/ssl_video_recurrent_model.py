@@ -348,7 +348,10 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         self.controller.prune(bare, others=[self.net_g_ema] if self.ema_decay > 0 else [])
         _check_ranks_agree(self.controller.spec)
         self._rebuild_optimization(keep_lr=True)
-        self._carry_optimizer_state(logger, snapshot, bare)
+        if self.controller.cfg.carries_optimizer:
+            self._carry_optimizer_state(logger, snapshot, bare)
+        else:
+            logger.info('SSL: a fresh Adam for the finetuning stage (ssl.optimizer_at_prune: fresh)')
         self.net_g = self.model_to_device(bare)
         self._flow_frozen = None  # re-apply fix_flow to the rebuilt modules at the next iteration
         logger.info(f'SSL: sparsity stage finished at iter {current_iter}: pruned, now finetuning'

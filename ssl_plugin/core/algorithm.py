@@ -28,6 +28,9 @@ from .topology import ResidualUnit, Topology, in_key
 
 SPARSITY, FINETUNE = 'sparsity', 'finetune'
 METHODS = ('ssl', 'l1')
+#: What the optimizer keeps at the cut: 'fresh' (a new Adam, the measured default: see README "At pruning") or 'carry'
+#: (every surviving parameter's moments and step, sliced to the kept indices: core/optim_state.py).
+OPTIMIZER_AT_PRUNE = ('fresh', 'carry')
 
 
 @dataclass
@@ -50,6 +53,7 @@ class SSLConfig:
     #: A dense checkpoint for the Temporal Finetuning teacher (default: the network at the end of the sparsity stage;
     #: required for TF in a run that starts from an already pruned checkpoint). Each host reads its own format.
     tf_teacher: str | None = None
+    optimizer_at_prune: str = 'fresh'
     reg: RegConfig = field(default_factory=RegConfig)
 
     @classmethod
@@ -71,6 +75,9 @@ class SSLConfig:
             raise ValueError(f'{where}.pruning_ratio must be in (0, 1), got {cfg.pruning_ratio!r}')
         if cfg.scope not in ('global', 'local'):
             raise ValueError(f"{where}.scope must be 'global' or 'local', got {cfg.scope!r}")
+        if cfg.optimizer_at_prune not in OPTIMIZER_AT_PRUNE:
+            raise ValueError(f'{where}.optimizer_at_prune must be one of {OPTIMIZER_AT_PRUNE}, '
+                             f'got {cfg.optimizer_at_prune!r}')
         if not isinstance(cfg.normalize, bool):
             raise ValueError(f'{where}.normalize must be true or false, got {cfg.normalize!r}')
         if not isinstance(cfg.align, int) or isinstance(cfg.align, bool) or cfg.align < 1:
@@ -92,6 +99,10 @@ class SSLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def carries_optimizer(self) -> bool:
+        return self.optimizer_at_prune == 'carry'
 
     @property
     def sparsity_iters(self) -> int:

@@ -181,7 +181,8 @@ class SSLPruningHook(Hook):
         state = TrainStateRebuilder(runner)
         dense = count_params(model.generator)
         ctrl.prune(model.generator)
-        state.rebuild(next_iter=next_iter, cuts=ctrl.cuts, net=model.generator, prefix='generator.')
+        state.rebuild(next_iter=next_iter, cuts=ctrl.cuts, net=model.generator, prefix='generator.',
+                      carry=ctrl.cfg.carries_optimizer)
         # Sparsity-stage scalars would otherwise be logged with their last value for the rest of the run.
         for key in SPARSITY_SCALARS:
             runner.message_hub.log_scalars.pop(key, None)

@@ -102,12 +102,13 @@ class TrainStateRebuilder:
         return votes.most_common(1)[0][0] if votes else None
 
     def rebuild(self, next_iter: int | None = None, cuts: dict | None = None, net: nn.Module | None = None,
-                prefix: str = '') -> None:
+                prefix: str = '', carry: bool = True) -> None:
         """Re-wrap DDP, rebuild optimizer wrapper and schedulers, carry state over; ``next_iter`` is the iteration
         the loop runs next (for the wrapper's gradient-accumulation counters; default ``runner.iter``, read only when
         training, since reading it outside training builds the train loop). After a prune, ``cuts`` (the
         controller's surgery record for ``net``, whose parameters are named ``prefix + name`` in the model) lets the
-        cut tensors keep their sliced optimizer state (core's rule, as on BasicSR)."""
+        cut tensors keep their sliced optimizer state (core's rule, as on BasicSR); ``carry=False`` (``ssl.
+        optimizer_at_prune: fresh``) starts every parameter under ``prefix`` with a fresh optimizer state instead."""
         runner = self.runner
         model = bare_runner_model(runner)
         with all_trainable(model), quiet(runner.logger):
@@ -128,9 +129,11 @@ class TrainStateRebuilder:
         names = {id(p): n for n, p in params.items()}
         # Optimizer state follows every parameter object that survived unchanged.
         for name, (old_p, state) in self.old_state.items():
-            if params.get(name) is old_p:
+            if params.get(name) is old_p and (carry or not name.startswith(prefix)):
                 wrapper.optimizer.state[old_p] = state
-        if cuts:
+        if cuts is not None and not carry:
+            runner.logger.info('SSL: a fresh optimizer state for the finetuning stage (ssl.optimizer_at_prune: fresh)')
+        elif cuts:
             snap = {n[len(prefix):]: st for n, (_, st) in self.old_state.items() if n.startswith(prefix)}
             carried, dropped = optim_state.carried_state(snap, net, cuts)
             n = optim_state.load_carried(wrapper.optimizer, net, carried)

@@ -213,3 +213,28 @@ def test_cpu_validation_keeps_metric_buffers_on_the_model_device(tiny_data, tmp_
     model.validation(loader, 1, None, save_img=False)
     assert all(t.device == model.device for t in model.metric_results.values())
     assert model.best_metric_results['REDS4']['psnr']['val'] > 10
+
+
+@pytest.mark.parametrize('mode', ['fresh', 'carry'])
+def test_optimizer_state_at_the_cut_follows_optimizer_at_prune(tiny_data, tmp_path, mode):
+    """``ssl.optimizer_at_prune``: 'fresh' starts the finetuning stage with a new Adam (step 1 after one finetuning
+    iteration), 'carry' keeps every surviving tensor's moments and step count (core/optim_state.py), on the same
+    rule as MMagic's hook."""
+    model = _build(_opt(tiny_data, ssl__optimizer_at_prune=mode, train__fix_flow=0), tmp_path)
+    n_sparse = model.controller.cfg.sparsity_iters
+    torch.manual_seed(0)
+    for it in range(1, n_sparse + 2):  # the controller steps in optimize_parameters: pruning at the stage's end
+        model.feed_data({'lq': torch.rand(1, 3, 3, 36, 36), 'gt': torch.rand(1, 3, 3, 144, 144)})
+        model.optimize_parameters(it)
+    assert model.controller.stage == 'finetune'
+    steps = {int(st['step']) for st in model.optimizer_g.state.values()}
+    assert steps, 'no optimizer state after a finetuning step'
+    if mode == 'fresh':
+        assert steps == {1}
+    else:
+        assert min(steps) > 1 and max(steps) == n_sparse + 1
+
+
+def test_optimizer_at_prune_is_validated(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"ssl\.optimizer_at_prune must be one of \('fresh', 'carry'\)"):
+        _build(_opt(tiny_data, ssl__optimizer_at_prune='keep'), tmp_path)

@@ -105,6 +105,25 @@ def test_resume_continues_exactly(continuous, start, tmp_path):
         torch.testing.assert_close(got['optimizer']['state'][p]['exp_avg'], st['exp_avg'], rtol=1e-5, atol=1e-9)
 
 
+def _steps(ckpt) -> set:
+    return {int(st['step']) for st in ckpt['optimizer']['state'].values()}
+
+
+def test_optimizer_state_at_the_cut_follows_optimizer_at_prune(continuous, clip_data, tmp_path):
+    """Default 'fresh': the finetuning stage starts a new Adam (nothing saved at the pruning iteration, then at most
+    one step per finetuning iteration); 'carry': surviving tensors keep their moments and steps (as on BasicSR)."""
+    config, work, _ = continuous
+    assert not _load(work / f'iter_{SPARSITY_ITERS}.pth')['optimizer']['state']
+    assert max(_steps(_load(work / f'iter_{MAX_ITERS}.pth'))) == FINETUNE_ITERS
+    child = tmp_path / 'carry.py'
+    child.write_text(f'_base_ = {str(config)!r}\nfinetune_iters = 1\n'
+                     f"model = dict(ssl=dict(optimizer_at_prune='carry'), train_cfg=dict(fix_iter={SPARSITY_ITERS}))\n"
+                     f'train_cfg = dict(max_iters={SPARSITY_ITERS + 1}, val_interval={SPARSITY_ITERS + 1})\n'
+                     f'param_scheduler = dict(begin={SPARSITY_ITERS}, periods=[1])\n')
+    run_in_process(child, tmp_path / 'work', **NO_VAL)
+    assert max(_steps(_load(tmp_path / 'work' / f'iter_{SPARSITY_ITERS + 1}.pth'))) == SPARSITY_ITERS + 1
+
+
 def test_gamma_learning_rate_through_paramwise_custom_keys(clip_data, tmp_path):
     """MMagic users give γ their own learning rate with mmengine's ``paramwise_cfg.custom_keys``: the hook's optimizer
     rebuild after inserting γ applies it (one group per γ tensor at lr x 10), and pruning removes those groups."""
