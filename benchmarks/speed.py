@@ -121,6 +121,8 @@ def parse_args(argv=None):
                    help='with --device: start no group of runs after this many seconds (or when the last group of '
                         'its kind says it would not fit); the rest is listed as skipped')
     p.add_argument('--auto-repeats', type=int, default=3, help="with --device: timed calls per candidate of 'auto'")
+    p.add_argument('--summary', type=Path, default=None,
+                   help='with --device: also write the table and the targets here (rewritten with the JSON)')
     p.add_argument('--compile-backend', default=None, help="with --device: torch.compile backend (default inductor)")
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: every usable core)')
     p.add_argument('--layouts', nargs='+', choices=list(LAYOUTS), default=list(LAYOUTS),
@@ -138,8 +140,8 @@ def parse_args(argv=None):
     modes_path = args.device is not None
     if modes_path and args.devices:
         p.error('--device (inference modes on one device) and --devices (layouts on several) exclude each other')
-    if not modes_path and (args.modes or args.budget_s is not None):
-        p.error('--modes and --budget-s need --device')
+    if not modes_path and (args.modes or args.budget_s is not None or args.summary):
+        p.error('--modes, --budget-s and --summary need --device')
     args.frames = args.frames if args.frames is not None else (15 if modes_path else 5)
     args.repeats = args.repeats if args.repeats is not None else (10 if modes_path else 3)
     args.warmup = args.warmup if args.warmup is not None else (2 if modes_path else 1)
@@ -373,8 +375,11 @@ class ModeReport:
                 'targets': evaluate_targets(self.rows)}
 
     def flush(self):
+        report = self.as_dict()
         if self.args.json:
-            write_atomic(self.args.json, json.dumps(self.as_dict(), indent=2))
+            write_atomic(self.args.json, json.dumps(report, indent=2))
+        if self.args.summary:
+            write_atomic(self.args.summary, '\n'.join(format_modes(report)) + '\n')
 
 
 def evaluate_targets(rows) -> dict:
@@ -551,17 +556,22 @@ def run_modes(args) -> dict:
             run_groups(report, args, nets, x, refs, info, tolerance)
             report.complete = True
         except KeyboardInterrupt as e:
+            why = str(e) or 'KeyboardInterrupt'
             done = {(r['mode'], r['ratio']) for r in report.rows} | {
                 (s['mode'], r) for s in report.skipped for r in s['ratios']}
             for mode, ratios in plan_groups(args.modes, args.ratios):
                 left = [r for r in ratios if (mode, r) not in done]
                 if left:
                     report.skipped.append({'mode': mode, 'ratios': left, 'nets': ['dense', 'pruned'],
-                                           'reason': f'interrupted ({e or "KeyboardInterrupt"}) before it ran'})
-            print(f'interrupted: {e or "KeyboardInterrupt"}; writing what was measured', flush=True)
+                                           'reason': f'interrupted ({why}) before it finished'})
+            print(f'interrupted ({why}): writing what was measured', flush=True)
         report.flush()
-    print_modes(report)
-    return report.as_dict()
+    result = report.as_dict()
+    print('\n'.join(format_modes(result)))
+    for path in (args.json, args.summary):
+        if path:
+            print(f'wrote {path}')
+    return result
 
 
 def run_groups(report, args, nets, x, refs, info, tolerance):
@@ -597,37 +607,39 @@ def run_groups(report, args, nets, x, refs, info, tolerance):
                   f'{row["ms_per_frame"]:.2f} ({row["speedup"]:.2f}x; {wall:.0f} s)', flush=True)
 
 
-def print_modes(report) -> None:
+def format_modes(report: dict) -> list[str]:
+    """The table of a --device report (rows sorted by ratio, then speed), its skipped runs and the two targets."""
+    env, lines = report['env'], []
+    lines.append(f"{len(report['rows'])} rows, {len(report['skipped'])} skipped, complete: {report['complete']}, "
+                 f"{report['elapsed_s']:.0f} s; {env['device_name']}, torch {env['torch']}, CUDA {env['cuda']}, "
+                 f"cuDNN {env['cudnn']} (TF32 {env['cudnn_allow_tf32']})")
     header = (f'{"mode":<36}{"ratio":>6}{"dense ms/f":>12}{"pruned ms/f":>13}{"speedup":>9}{"vs eager":>10}'
               f'{"MAC ratio":>11}{"max err":>10}  auto pick')
-    print(header)
-    print('-' * len(header))
-    for r in sorted(report.rows, key=lambda r: (r['ratio'], r['ms_per_frame'])):
+    lines += [header, '-' * len(header)]
+    for r in sorted(report['rows'], key=lambda r: (r['ratio'], r['ms_per_frame'])):
         vs = f'{r["speedup_vs_dense_eager"]:.2f}' if r['speedup_vs_dense_eager'] else '-'
         pick = f'{r["dense_chosen_mode"]} / {r["chosen_mode"]}' if r['mode'] == 'auto' else ''
         flag = '' if r['matches_eager'] else ' (differs from eager)'
-        print(f'{r["mode"]:<36}{r["ratio"]:>6.2f}{r["dense_ms_per_frame"]:>12.2f}{r["ms_per_frame"]:>13.2f}'
-              f'{r["speedup"]:>9.2f}{vs:>10}{r["mac_ratio"]:>11.2f}{r["max_rel_error"]:>10.1e}  {pick}{flag}')
-    print('ms/f: median round / frames; speedup: dense / pruned in the same mode; vs eager: dense fp32 eager / pruned; '
-          'max err: max |pruned - its eager| / max |its eager|')
-    for s in report.skipped:
-        print(f'skipped {s["mode"]} @ {s["ratios"]}: {s["reason"]}')
-    t = evaluate_targets(report.rows)
+        lines.append(f'{r["mode"]:<36}{r["ratio"]:>6.2f}{r["dense_ms_per_frame"]:>12.2f}{r["ms_per_frame"]:>13.2f}'
+                     f'{r["speedup"]:>9.2f}{vs:>10}{r["mac_ratio"]:>11.2f}{r["max_rel_error"]:>10.1e}  {pick}{flag}')
+    lines.append('ms/f: median round / frames; speedup: dense / pruned in the same mode; vs eager: dense fp32 eager / '
+                 'pruned; max err: max |pruned - its eager| / max |its eager|; auto pick: dense / pruned')
+    lines += [f'skipped {s["mode"]} @ {s["ratios"]}: {s["reason"]}' for s in report['skipped']]
+    t = report['targets']
     if not t['evaluated']:
-        print(f'targets at ratio {TARGET_RATIO}: not evaluated ({t["reason"]})')
-    else:
-        sm, ve = t['same_mode'], t['vs_dense_eager']
-        print(f'target 1 (ratio {TARGET_RATIO}, pruned >= {TARGET_SAME_MODE:g}x dense in the same mode): '
-              f'{"MET" if sm["met_in_best_mode"] else "NOT MET"} in the best mode {sm["best_mode"]} '
-              f'({sm["speedup_in_best_mode"]:.2f}x); met in {sm["met_in_modes"] or "no mode"}')
-        vs = ve['speedup_vs_dense_eager']
-        print(f'target 2 (ratio {TARGET_RATIO}, pruned best mode >= {TARGET_VS_EAGER:g}x dense fp32 eager): '
-              + ('not evaluated (eager not measured)' if vs is None else
-                 f'{"MET" if ve["met"] else "NOT MET"}: {ve["best_mode"]} {vs:.2f}x'
-                 + (f'; best exact mode {ve["best_exact_mode"]} {ve["best_exact_speedup_vs_dense_eager"]:.2f}x'
-                    if ve['best_exact_speedup_vs_dense_eager'] else '')))
-    if report.args.json:
-        print(f'wrote {report.args.json}')
+        lines.append(f'targets at ratio {TARGET_RATIO}: not evaluated ({t["reason"]})')
+        return lines
+    sm, ve = t['same_mode'], t['vs_dense_eager']
+    lines.append(f'target 1 (ratio {TARGET_RATIO}, pruned >= {TARGET_SAME_MODE:g}x dense in the same mode): '
+                 f'{"MET" if sm["met_in_best_mode"] else "NOT MET"} in the best mode {sm["best_mode"]} '
+                 f'({sm["speedup_in_best_mode"]:.2f}x); met in {sm["met_in_modes"] or "no mode"}')
+    vs = ve['speedup_vs_dense_eager']
+    lines.append(f'target 2 (ratio {TARGET_RATIO}, pruned best mode >= {TARGET_VS_EAGER:g}x dense fp32 eager): '
+                 + ('not evaluated (eager not measured)' if vs is None else
+                    f'{"MET" if ve["met"] else "NOT MET"}: {ve["best_mode"]} {vs:.2f}x'
+                    + (f'; best exact mode {ve["best_exact_mode"]} {ve["best_exact_speedup_vs_dense_eager"]:.2f}x'
+                       if ve['best_exact_speedup_vs_dense_eager'] else '')))
+    return lines
 
 
 def main(argv=None):

@@ -127,7 +127,7 @@ def test_a_stopped_run_keeps_what_it_measured(speed, tmp_path, monkeypatch, keep
     saved = json.loads(out.read_text())
     assert not saved['complete'] and [r['mode'] for r in saved['rows']] == ['eager']
     assert [(s['mode'], s['ratios']) for s in saved['skipped']] == [('channels_last', [0.5]), ('fold', [0.5])]
-    assert all('interrupted' in s['reason'] for s in saved['skipped'])
+    assert all(s['reason'] == 'interrupted (signal 15) before it finished' for s in saved['skipped'])
 
 
 def test_an_exhausted_budget_skips_every_group(speed, keep_threads):
