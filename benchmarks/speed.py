@@ -414,20 +414,28 @@ def _rel_error(y, ref) -> float:
     return float((y.float() - ref.float()).abs().max()) / max(float(ref.abs().max()), 1e-12)
 
 
+#: Why the run was asked to stop (a signal), or None. Kept beside the KeyboardInterrupt because code in between (a CUDA
+#: graph capture's exit, say) may turn that exception into another one.
+STOP = {'reason': None}
+
+
 @contextlib.contextmanager
-def _stop_on_sigterm():
-    """SIGTERM (``timeout``'s default signal) ends the run like Ctrl-C: what is measured is kept."""
+def _stop_on_signals():
+    """SIGINT and SIGTERM (``timeout``'s signals) end the run keeping what is measured."""
     def stop(signum, frame):
-        raise KeyboardInterrupt(f'signal {signum}')
+        STOP['reason'] = f'signal {signum}'
+        raise KeyboardInterrupt(STOP['reason'])
+    STOP['reason'] = None
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def prepare(net, x, mode, args):
@@ -463,6 +471,8 @@ def time_group(mode, ratios, nets, x, refs, args, tolerance):
             with torch.no_grad():
                 err = _rel_error(runner(x), refs[name])
         except Exception as e:  # noqa: BLE001  (a mode this device or network cannot run is reported, not fatal)
+            if STOP['reason']:
+                raise KeyboardInterrupt(STOP['reason']) from e
             failed[name] = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'[:500]
             if name == 'dense':
                 return measured, failed
@@ -538,7 +548,7 @@ def run_modes(args) -> dict:
           f'{args.size[0]}x{args.size[1]} on {name}, torch {torch.__version__}, {len(args.modes)} modes x '
           f'{len(args.ratios)} ratios in {rows_total} groups, {args.repeats} rounds (+{args.warmup} warm-up)',
           flush=True)
-    with _stop_on_sigterm():
+    with _stop_on_signals():
         try:
             dense = build_dense(args)
             nets = {'dense': dense, **{r: pruned_copy(dense, r, args) for r in args.ratios}}

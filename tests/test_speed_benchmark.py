@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import statistics
 from pathlib import Path
 
@@ -114,20 +116,27 @@ def test_mode_rows_are_measurements_and_unavailable_modes_are_skipped(speed, tmp
 
 
 def test_a_stopped_run_keeps_what_it_measured(speed, tmp_path, monkeypatch, keep_threads):
-    out, calls, real = tmp_path / 'partial.json', [], speed.time_group
+    """SIGTERM during the second group, while preparing a mode, and the exception it raises turned into another one on
+    its way out (as a CUDA graph capture's exit would): the first group's row stays, the rest is listed as skipped."""
+    out, calls, real = tmp_path / 'partial.json', [], speed.prepare
 
-    def stop_at_second(*args, **kwargs):
-        calls.append(args[0])
-        if len(calls) == 2:
-            raise KeyboardInterrupt('signal 15')
-        return real(*args, **kwargs)
+    def terminated_in_second_group(net, x, mode, args):
+        calls.append(mode)
+        if mode == 'channels_last':
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except KeyboardInterrupt:
+                raise RuntimeError('capture ended badly') from None
+        return real(net, x, mode, args)
 
-    monkeypatch.setattr(speed, 'time_group', stop_at_second)
+    monkeypatch.setattr(speed, 'prepare', terminated_in_second_group)
     speed.main(MODES_TINY + ['--modes', 'eager', 'channels_last', 'fold', '--json', str(out)])
+    assert calls == ['eager', 'eager', 'channels_last']  # dense and pruned in eager, then dense in channels_last
     saved = json.loads(out.read_text())
     assert not saved['complete'] and [r['mode'] for r in saved['rows']] == ['eager']
     assert [(s['mode'], s['ratios']) for s in saved['skipped']] == [('channels_last', [0.5]), ('fold', [0.5])]
     assert all(s['reason'] == 'interrupted (signal 15) before it finished' for s in saved['skipped'])
+    assert signal.getsignal(signal.SIGTERM) is not None and speed.STOP['reason'] == 'signal 15'
 
 
 def test_an_exhausted_budget_skips_every_group(speed, keep_threads):
