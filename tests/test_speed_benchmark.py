@@ -86,10 +86,11 @@ ROW_KEYS = {'device', 'size', 'ratio', 'mode', 'ms_per_frame', 'speedup', 'speed
 
 def test_mode_rows_are_measurements_and_unavailable_modes_are_skipped(speed, tmp_path, capsys, keep_threads):
     out = tmp_path / 'modes.json'
-    report = speed.main(MODES_TINY + ['--modes', 'eager', 'channels_last+fold', 'graph', '--json', str(out)])
+    report = speed.main(MODES_TINY + ['--modes', 'channels_last+fold', 'eager', 'graph', '--json', str(out)])
     rows = report['rows']
-    assert [(r['mode'], r['ratio']) for r in rows] == [('eager', 0.5), ('channels_last+fold', 0.5)]
-    dense_eager_ms = rows[0]['dense_ms_per_frame']
+    assert [(r['mode'], r['ratio']) for r in rows] == [('channels_last+fold', 0.5), ('eager', 0.5)]
+    dense_eager_ms = rows[1]['dense_ms_per_frame']  # also for the row timed before eager
+    assert rows[1]['speedup_vs_dense_eager'] == rows[1]['speedup']
     for r in rows:
         assert ROW_KEYS <= r.keys() and r['device'] == 'cpu' and r['size'] == [40, 40]
         assert r['chosen_mode'] == r['mode'] and r['exact'] and r['matches_eager'] and r['max_rel_error'] <= 1e-4
@@ -104,7 +105,7 @@ def test_mode_rows_are_measurements_and_unavailable_modes_are_skipped(speed, tmp
     assert skip['mode'] == 'graph' and skip['ratios'] == [0.5] and 'CUDA' in skip['reason']
     saved = json.loads(out.read_text())
     assert saved['rows'] == rows and saved['skipped'] == report['skipped'] and saved['complete']
-    assert saved['env']['device'] == 'cpu' and saved['config']['modes'] == ['eager', 'channels_last+fold', 'graph']
+    assert saved['env']['device'] == 'cpu' and saved['config']['modes'] == ['channels_last+fold', 'eager', 'graph']
     targets = saved['targets']
     best = min(rows, key=lambda r: r['ms_per_frame'])
     assert targets['evaluated'] and targets['same_mode']['best_mode'] == best['mode']
