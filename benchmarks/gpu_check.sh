@@ -4,7 +4,7 @@
 # requirements but addict / future / lmdb / yapf), no network: basicsr comes from the wheels in .gpu_wheels/, made
 # beforehand on a machine with network by `make gpu-wheels` and carried with the working tree.
 #
-#     OUT=/an/empty/folder bash benchmarks/gpu_check.sh              # from the repository root; about 7 minutes
+#     OUT=/an/empty/folder bash benchmarks/gpu_check.sh              # from the repository root; sized for < 8 min
 #     GPU_CHECK_DEVICE=cpu OUT=/tmp/check bash benchmarks/gpu_check.sh   # the same path on CPU, tiny sizes, seconds
 #
 # Files under $OUT (7):
