@@ -11,7 +11,7 @@ STAMP := $(VENV)/.setup-stamp
 SETUP_INPUTS := constraints.txt setup.cfg pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint
+.PHONY: setup test demo lint gpu-wheels
 
 setup: $(STAMP)
 
@@ -40,3 +40,8 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# Wheels that benchmarks/gpu_check.sh installs offline on a GPU machine without basicsr or network (into .gpu_wheels/,
+# git-ignored; GPU_PY=3.12 is that machine's Python, for the one compiled wheel).
+gpu-wheels: setup
+	PYTHON=$(PY) bash benchmarks/gpu_wheels.sh

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import statistics
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,88 @@ def test_part_macs_add_up_to_the_whole_network(speed):
 def test_bad_ratios_are_refused(speed):
     with pytest.raises(SystemExit):
         speed.parse_args(['--ratios', '1.0'])
+
+
+# -- inference modes on one device (--device) -----------------------------------------------------------------------
+
+MODES_TINY = ['--device', 'cpu', '--size', '40', '40', '--frames', '2', '--num-feat', '8', '--num-block', '1',
+              '--ratios', '0.5', '--repeats', '2', '--warmup', '0', '--threads', '1']
+ROW_KEYS = {'device', 'size', 'ratio', 'mode', 'ms_per_frame', 'speedup', 'speedup_vs_dense_eager',
+            'dense_ms_per_frame', 'times_s', 'times_dense_s', 'max_rel_error', 'matches_eager', 'exact',
+            'chosen_mode', 'mac_ratio'}
+
+
+def test_mode_rows_are_measurements_and_unavailable_modes_are_skipped(speed, tmp_path, capsys, keep_threads):
+    out = tmp_path / 'modes.json'
+    report = speed.main(MODES_TINY + ['--modes', 'channels_last+fold', 'eager', 'graph', '--json', str(out)])
+    rows = report['rows']
+    assert [(r['mode'], r['ratio']) for r in rows] == [('channels_last+fold', 0.5), ('eager', 0.5)]
+    dense_eager_ms = rows[1]['dense_ms_per_frame']  # also for the row timed before eager
+    assert rows[1]['speedup_vs_dense_eager'] == rows[1]['speedup']
+    for r in rows:
+        assert ROW_KEYS <= r.keys() and r['device'] == 'cpu' and r['size'] == [40, 40]
+        assert r['chosen_mode'] == r['mode'] and r['exact'] and r['matches_eager'] and r['max_rel_error'] <= 1e-4
+        assert len(r['times_s']) == len(r['times_dense_s']) == 2 and min(r['times_s'] + r['times_dense_s']) > 0
+        assert r['ms_per_frame'] == pytest.approx(1e3 * statistics.median(r['times_s']) / 2)
+        assert r['dense_ms_per_frame'] == pytest.approx(1e3 * statistics.median(r['times_dense_s']) / 2)
+        assert r['speedup'] == pytest.approx(r['dense_ms_per_frame'] / r['ms_per_frame'])
+        assert r['speedup_vs_dense_eager'] == pytest.approx(dense_eager_ms / r['ms_per_frame'])
+        assert r['macs_dense'] > r['macs_pruned'] > 0
+    assert rows[0]['times_s'] != rows[1]['times_s']  # each mode timed on its own
+    [skip] = report['skipped']
+    assert skip['mode'] == 'graph' and skip['ratios'] == [0.5] and 'CUDA' in skip['reason']
+    saved = json.loads(out.read_text())
+    assert saved['rows'] == rows and saved['skipped'] == report['skipped'] and saved['complete']
+    assert saved['env']['device'] == 'cpu' and saved['config']['modes'] == ['channels_last+fold', 'eager', 'graph']
+    targets = saved['targets']
+    best = min(rows, key=lambda r: r['ms_per_frame'])
+    assert targets['evaluated'] and targets['same_mode']['best_mode'] == best['mode']
+    assert targets['same_mode']['speedup_per_mode'] == {r['mode']: r['speedup'] for r in rows}
+    assert targets['vs_dense_eager']['speedup_vs_dense_eager'] == best['speedup_vs_dense_eager']
+    assert targets['vs_dense_eager']['met'] == (best['speedup_vs_dense_eager'] >= 3.0)
+    printed = capsys.readouterr().out
+    assert 'target 1' in printed and 'target 2' in printed and 'skipped graph' in printed
+
+
+def test_a_stopped_run_keeps_what_it_measured(speed, tmp_path, monkeypatch, keep_threads):
+    """SIGTERM during the second group, while preparing a mode, and the exception it raises turned into another one on
+    its way out (as a CUDA graph capture's exit would): the first group's row stays, the rest is listed as skipped."""
+    out, calls, real = tmp_path / 'partial.json', [], speed.prepare
+
+    def terminated_in_second_group(net, x, mode, args):
+        calls.append(mode)
+        if mode == 'channels_last':
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except KeyboardInterrupt:
+                raise RuntimeError('capture ended badly') from None
+        return real(net, x, mode, args)
+
+    monkeypatch.setattr(speed, 'prepare', terminated_in_second_group)
+    speed.main(MODES_TINY + ['--modes', 'eager', 'channels_last', 'fold', '--json', str(out)])
+    assert calls == ['eager', 'eager', 'channels_last']  # dense and pruned in eager, then dense in channels_last
+    saved = json.loads(out.read_text())
+    assert not saved['complete'] and [r['mode'] for r in saved['rows']] == ['eager']
+    assert [(s['mode'], s['ratios']) for s in saved['skipped']] == [('channels_last', [0.5]), ('fold', [0.5])]
+    assert all(s['reason'] == 'interrupted (signal 15) before it finished' for s in saved['skipped'])
+    assert signal.getsignal(signal.SIGTERM) is not None and speed.STOP['reason'] == 'signal 15'
+
+
+def test_an_exhausted_budget_skips_every_group(speed, keep_threads):
+    report = speed.main(MODES_TINY + ['--modes', 'eager', 'fold', '--budget-s', '0'])
+    assert report['rows'] == [] and not report['targets']['evaluated']
+    assert [s['mode'] for s in report['skipped']] == ['eager', 'fold']
+    assert all(s['reason'].startswith('time budget') for s in report['skipped'])
+
+
+def test_groups_run_the_target_ratio_first_and_compile_last(speed):
+    groups = speed.plan_groups(['eager', 'fold+compile', 'auto'], [0.3, 0.5, 0.7])
+    assert groups == [('eager', [0.5]), ('auto', [0.5]), ('eager', [0.3, 0.7]), ('auto', [0.3, 0.7]),
+                      ('fold+compile', [0.5]), ('fold+compile', [0.3, 0.7])]
+
+
+def test_bad_mode_options_are_refused(speed):
+    for argv in (['--device', 'cpu', '--modes', 'channel_last'], ['--modes', 'eager'],
+                 ['--device', 'cpu', '--devices', 'cpu'], ['--device', 'cpu', '--modes', 'fold', 'fold']):
+        with pytest.raises(SystemExit):
+            speed.parse_args(argv)
