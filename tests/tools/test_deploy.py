@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import FEAT, options, pruned_checkpoint
+from deploy_helpers import FEAT, SIZE, options, pruned_checkpoint, write_frames
 
 from ssl_plugin.tools import export as export_tool
 from ssl_plugin.tools import upscale as upscale_tool
 from ssl_plugin.tools.network import NetworkError, check_frame_size, load_network, min_frame_side
 
-FRAMES, SIZE = 2, (36, 40)
+FRAMES = 2
 
 #: Run in a child interpreter that cannot import this package or a host: a meta-path finder refuses them, and -I
 #: keeps the working directory (the repository) off sys.path.
@@ -139,20 +139,6 @@ def test_frame_size_bound_is_spynets(tiny):
     check_frame_size(net, side, side)
     with pytest.raises(NetworkError, match=f'too small .* at least {side} pixels'):
         check_frame_size(net, side, side - 1)
-
-
-def write_frames(folder: Path, n: int, size=SIZE, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random frames panning one pixel per frame (BGR on disk)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    canvas = cv2.resize(rng.random((size[0] // 4, (size[1] + n) // 4, 3)).astype(np.float32),
-                        (size[1] + n, size[0]), interpolation=cv2.INTER_CUBIC)
-    frames = []
-    for i in range(n):
-        rgb = np.clip(canvas[:, i:i + size[1]] * 255, 0, 255).astype(np.uint8)
-        cv2.imwrite(str(folder / f'{i:08d}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        frames.append(rgb)
-    return frames
 
 
 def net_on(net, frames: list[np.ndarray]) -> np.ndarray:
