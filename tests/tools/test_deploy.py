@@ -253,3 +253,28 @@ def test_loader_reads_the_spec_and_refuses_a_wrong_key(tiny, tmp_path):
         assert torch.equal(loaded.net(x), net(x))
     with pytest.raises(NetworkError, match="has no 'params_x' entry"):
         load_network(ckpt, opt=opt, param_key='params_x')
+
+
+def test_mmagic_config_and_checkpoint_load(tmp_path):
+    """An mmengine checkpoint (``state_dict`` with ``generator.`` keys, the spec under ``ssl``) with the shipped demo
+    config, named as in the repository."""
+    from mmagic.models.editors.basicvsr.basicvsr_net import BasicVSRNet
+
+    from ssl_plugin.core import describe, l1_scores, prune, select_unimportant
+    from ssl_plugin.core.checkpoint import network_state
+
+    net = BasicVSRNet(mid_channels=16, num_blocks=2).eval()  # the demo config's generator
+    spec = prune(net, select_unimportant(l1_scores(net, describe(net)), ratio=0.5, scope='local', align=1))
+    ckpt = tmp_path / 'iter_40.pth'
+    torch.save({'state_dict': {'generator.' + k: v for k, v in network_state(net).items()}, 'ssl': {'spec': spec},
+                'meta': {}}, ckpt)
+    loaded = load_network(ckpt, config='mmagic/ssl_basicvsr_demo.py')
+    assert (loaded.structure, loaded.source) == ('pruned', 'mmagic')
+    x = torch.rand(1, 2, 3, *SIZE)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x), net(x))
+    del spec['units'][next(iter(spec['units']))]
+    torch.save({'state_dict': {'generator.' + k: v for k, v in network_state(net).items()}, 'ssl': {'spec': spec}},
+               ckpt)
+    with pytest.raises(NetworkError, match=f'--ckpt {ckpt} does not fit the network of --config'):
+        load_network(ckpt, config='mmagic/ssl_basicvsr_demo.py')
