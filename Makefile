@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 # Re-run the install steps whenever a file that decides what gets installed changes.
 STAMP := $(VENV)/.setup-stamp
-SETUP_INPUTS := constraints.txt setup.cfg pyproject.toml
+SETUP_INPUTS := constraints.txt setup.cfg setup.py pyproject.toml
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint

@@ -78,7 +78,10 @@ def _basicsr(opt_path, ckpt: Path, param_key: str | None) -> LoadedNetwork:
 
     opt = read_basicsr_options(opt_path)
     net = build_network(_without_flow_weights(opt['network_g']))
-    ckpt_dict = read_checkpoint(str(ckpt))
+    try:
+        ckpt_dict = read_checkpoint(str(ckpt))
+    except Exception as e:  # not a torch file, a pickle weights_only refuses, not a dict
+        raise NetworkError(f'--ckpt {ckpt}: cannot read it as a checkpoint ({type(e).__name__}: {e})') from e
     key = param_key if param_key is not None else (opt.get('path') or {}).get('param_key_g', 'params')
     try:
         state, _ = select_state(ckpt_dict, key, str(ckpt))
@@ -104,7 +107,10 @@ def _mmagic(config_path, ckpt: Path) -> LoadedNetwork:
     from mmagic.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     net = MODELS.build(_without_flow_weights(gen.to_dict() if hasattr(gen, 'to_dict') else gen))
-    ckpt_dict = torch.load(str(ckpt), map_location='cpu', weights_only=True)
+    try:
+        ckpt_dict = torch.load(str(ckpt), map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise NetworkError(f'--ckpt {ckpt}: cannot read it as a checkpoint ({type(e).__name__}: {e})') from e
     if not isinstance(ckpt_dict, dict):
         raise NetworkError(f'--ckpt {ckpt} is not an mmengine checkpoint (a dict)')
     state = ckpt_dict.get('state_dict', ckpt_dict)
