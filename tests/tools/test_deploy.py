@@ -193,6 +193,12 @@ def test_upscale_mp4_and_exported_onnx(tiny, exported, tmp_path):
     runner = upscale_tool.OnnxRunner(str(exported['onnx'][0]))
     got = runner(np.stack(decoded[3:5]))
     assert np.abs(got.astype(int) - net_on(net, decoded[3:5]).astype(int)).max() <= 1
+    # The .pt2 file through the same windows, into PNG frames.
+    stats = upscale_tool.main(['--pt2', str(exported['pt2'][0]), '--input', str(tmp_path / 'lq'), '--output',
+                               str(tmp_path / 'sr_pt2'), '--quiet'])
+    assert stats['frames'] == 5 and stats['windows'] == 3
+    last = cv2.cvtColor(cv2.imread(str(tmp_path / 'sr_pt2' / '00000004.png')), cv2.COLOR_BGR2RGB)
+    assert np.abs(last.astype(int) - net_on(net, frames[3:5])[1].astype(int)).max() <= 1
 
 
 def test_windows_cover_every_frame_once():
