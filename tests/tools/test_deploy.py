@@ -125,7 +125,7 @@ def test_a_file_that_does_not_match_is_not_written(tiny, exported, tmp_path, mon
     monkeypatch.setattr(export_tool, 'run_pt2', lambda path, x: net(x) + 1e-3)
     out = tmp_path / 'bad.pt2'
     with pytest.raises(export_tool.ExportError, match='differs from PyTorch by 0.001'):
-        export_tool.export(net, 'pt2', out, FRAMES, SIZE, dynamic=True)
+        export_tool.export(net, 'pt2', out, FRAMES, SIZE)
     assert list(tmp_path.iterdir()) == []
 
 
