@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 # Re-run the install steps whenever a file that decides what gets installed changes.
 STAMP := $(VENV)/.setup-stamp
-SETUP_INPUTS := constraints.txt setup.cfg pyproject.toml
+SETUP_INPUTS := constraints.txt setup.cfg setup.py pyproject.toml
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint gpu-wheels
@@ -21,11 +21,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # (a) torch first: basicsr's sdist setup.py imports torch. (b) basicsr without build isolation, so that it sees
-# that torch. (c) this project, editable, with the mmagic and dev extras. All pip calls honour constraints.txt.
+# that torch. (c) this project, editable, with the mmagic, dev and export (ONNX) extras. All pip calls honour
+# constraints.txt.
 $(STAMP): $(SETUP_INPUTS) | $(PY)
 	$(PIP) install -c constraints.txt torch torchvision numpy setuptools wheel
 	$(PIP) install --no-build-isolation -c constraints.txt basicsr==1.4.2
-	$(PIP) install --no-build-isolation -c constraints.txt -e '.[mmagic,dev]'
+	$(PIP) install --no-build-isolation -c constraints.txt -e '.[mmagic,dev,export]'
 	$(PY) -m ssl_plugin.basicsr_plugin install
 	touch $@
 

@@ -23,8 +23,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_OPTIONS = REPO / 'options' / 'ssl_basicvsr_demo.yml'
+PACKAGE = Path(__file__).resolve().parent
+DEMO_OPTIONS_NAME = 'ssl_basicvsr_demo.yml'   # shipped: options/ in a checkout, inside the package when installed
+TRAIN_SCRIPT = PACKAGE / 'train.py'
 DATA_DIR = Path('data') / 'demo_x4'
 DENSE_NAME = 'basicvsr_demo_dense'
 HELD_BACK = '000'
@@ -90,11 +91,20 @@ def sparsity_iters(opt: dict) -> int:
     return SSLConfig.from_dict(opt['ssl']).sparsity_iters
 
 
+def demo_options() -> Path:
+    from .resources import find_option_file
+
+    path = find_option_file(DEMO_OPTIONS_NAME)
+    if path is None:
+        raise SystemExit(f'demo: the shipped option file {DEMO_OPTIONS_NAME} is missing (a broken installation?)')
+    return path
+
+
 def make_run_options(work: Path, dense_iters: int | None, finetune_iters: int | None,
                      stabilize_iters: int | None = None) -> tuple[Path, Path, dict]:
     """The SSL run's options (the demo file, iterations optionally changed) and the dense run's (the same file as a
     plain BasicSR VideoRecurrentModel run: no ``ssl``, no TF, no validation during training)."""
-    ssl_opt = load_options(DEMO_OPTIONS)
+    ssl_opt = load_options(demo_options())
     t = ssl_opt['train']
     old_sparsity = sparsity_iters(ssl_opt)
     if stabilize_iters is not None:
@@ -133,7 +143,7 @@ def make_run_options(work: Path, dense_iters: int | None, finetune_iters: int | 
 # ------------------------------------------------------------------------------------------------------- runs
 def run_training(yml: Path, work: Path, label: str) -> None:
     """``python ssl_plugin/train.py -opt yml`` in ``work``, showing its progress lines; stops the demo on failure."""
-    cmd = [sys.executable, str(REPO / 'ssl_plugin' / 'train.py'), '-opt', str(yml)]
+    cmd = [sys.executable, str(TRAIN_SCRIPT), '-opt', str(yml)]
     say(f'{label}: {" ".join(cmd[1:])}  (in {work})')
     env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1')
     tail: deque[str] = deque(maxlen=60)
@@ -255,6 +265,9 @@ def main(argv=None) -> dict:
     parser.add_argument('--stabilize-iters', type=int, default=None,
                         help='SIR stabilisation iterations T2 (default: as in options/ssl_basicvsr_demo.yml)')
     parser.add_argument('--rebuild-data', action='store_true', help='rebuild the dataset even if present')
+    parser.add_argument('--prepare-only', action='store_true',
+                        help='stop after step 1: build the dataset and write the two option files, then print the '
+                             'training commands')
     args = parser.parse_args(argv)
 
     import ssl_plugin  # noqa: F401  (compat shims before basicsr)
@@ -269,6 +282,10 @@ def main(argv=None) -> dict:
     dense_yml, ssl_yml, ssl_opt = make_run_options(work, args.dense_iters, args.finetune_iters,
                                                      args.stabilize_iters)
     dense_iters = load_options(dense_yml)['train']['total_iter']
+    if args.prepare_only:
+        for yml in (dense_yml, ssl_yml):
+            say(f'wrote {yml}; run it with: cd {work} && {sys.executable} {TRAIN_SCRIPT} -opt {yml.name}')
+        return {'data': str(data), 'options': [str(dense_yml), str(ssl_yml)]}
     say(f'[2/4] dense BasicVSR from scratch, {dense_iters} iterations (BasicSR VideoRecurrentModel)')
     run_training(dense_yml, work, 'dense training')
     say(f'[3/4] SSL: {sparsity_iters(ssl_opt)} sparsity iterations, prune, '

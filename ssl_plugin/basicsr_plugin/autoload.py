@@ -111,13 +111,22 @@ def install_hook() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- .pth file
-def pth_line(source: str) -> str:
-    """The ``.pth`` line: loads this file by path (no ``ssl_plugin`` import at start-up) and installs the hook."""
-    source = os.path.abspath(source)
+def pth_line(source: str | None = None) -> str:
+    """The ``.pth`` line: loads this file by path (no ``ssl_plugin`` import at start-up) and installs the hook.
+
+    ``source``: this file's path, fixed in the line (``install`` into an environment). None (the ``.pth`` inside the
+    wheel): the line locates the installed ``ssl_plugin`` package at start-up without importing it."""
+    off = (f"os.environ.get({DISABLE_ENV!r}, '').strip().lower() in ('1', 'true', 'yes', 'on') "
+           "or '_ssl_plugin_autoload' in sys.modules")
+    if source is not None:
+        locate = f"_sslp_path = {os.path.abspath(source)!r}; "
+    else:
+        locate = (f"_sslp_pkg = None if ({off}) else importlib.util.find_spec({PLUGIN!r}); "
+                  "_sslp_path = os.path.join(os.path.dirname(_sslp_pkg.origin), 'basicsr_plugin', 'autoload.py') "
+                  "if _sslp_pkg is not None and _sslp_pkg.origin else ''; ")
     # site.py exec()s the line inside a function: plain statements only (a lambda would not see these names).
-    return (f"import os, sys, importlib.util; _sslp_path = {source!r}; "
-            f"_sslp_spec = None if (os.environ.get({DISABLE_ENV!r}, '').strip().lower() in ('1', 'true', 'yes', 'on') "
-            "or not os.path.isfile(_sslp_path) or '_ssl_plugin_autoload' in sys.modules) else "
+    return ("import os, sys, importlib.util; " + locate +
+            f"_sslp_spec = None if ({off} or not os.path.isfile(_sslp_path)) else "
             "importlib.util.spec_from_file_location('_ssl_plugin_autoload', _sslp_path); "
             "_sslp_mod = _sslp_spec and importlib.util.module_from_spec(_sslp_spec); "
             "_sslp_spec and sys.modules.__setitem__('_ssl_plugin_autoload', _sslp_mod); "

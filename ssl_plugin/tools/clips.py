@@ -9,7 +9,8 @@ Usage::
 
     python -m ssl_plugin.tools.clips [--dest DIR] [--clips carphone,bikes]
 
-The cache folder is ``--dest``, else the environment variable ``SSL_PLUGIN_CLIPS``, else ``<repo>/data/clips``.
+The cache folder is ``--dest``, else the environment variable ``SSL_PLUGIN_CLIPS``, else ``<repo>/data/clips`` (an
+installed package: ``./data/clips``).
 """
 import argparse
 import hashlib
@@ -63,11 +64,14 @@ class ClipError(RuntimeError):
 
 
 def default_cache_dir():
-    """``$SSL_PLUGIN_CLIPS`` if set, else ``data/clips`` at the repository root (git-ignored)."""
+    """``$SSL_PLUGIN_CLIPS`` if set, else ``data/clips`` at the repository root (git-ignored) in a source checkout, or
+    in the current directory for an installed package."""
+    from ..resources import CHECKOUT, in_checkout
+
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / 'data' / 'clips'
+    return (CHECKOUT.parent if in_checkout() else Path.cwd()) / 'data' / 'clips'
 
 
 def _sha256(path):
