@@ -233,7 +233,8 @@ class SSLController:
         terms: dict[str, torch.Tensor] = {}
         if self.stage == FINETUNE and self.uses_tf:
             hidden = self.topology(net).hidden
-            target = at_channels(teacher_hidden_states(self.teacher(lq.device), lq, hidden), self.hidden_channels(hidden))
+            target = teacher_hidden_states(self.teacher(lq.device), lq, hidden)
+            target = at_channels(target, self.hidden_channels(hidden))
             with HiddenStateRecorder(net, hidden) as rec:
                 yield terms
             terms['tf'] = self.tf_loss(rec.states, target)
@@ -260,7 +261,7 @@ class SSLController:
 
     def hidden_channels(self, hidden: dict[str, str]) -> dict[str, list[int]]:
         """Per direction of ``hidden`` (direction -> trunk path), the teacher's hidden-state channels the pruned
-        network kept: only for a trunk whose skip path was cut (method ``aligned``, see :func:`.temporal.at_channels`)."""
+        network kept: only for a trunk whose skip path was cut (method ``aligned``; :func:`.temporal.at_channels`)."""
         units = (self.spec or {}).get('units', {})
         return {d: units[p]['channels'] for d, p in hidden.items() if units.get(p, {}).get('kind') == 'aligned'}
 

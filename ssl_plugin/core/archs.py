@@ -2,8 +2,8 @@
 
 Never pruned: the optical-flow network (SPyNet), the EDVR keyframe extractor and keyframe fusions of IconVSR (they write
 the hidden state), each trunk's input conv (it writes the skip path that RSC keeps whole) and the last conv (RGB out).
-Method ``aligned`` prunes the skip path itself: each trunk is declared as an aligned group with the convs outside it that
-read its hidden state (IconVSR declares none: its keyframe fusions read and write the hidden state too).
+Method ``aligned`` prunes the skip path itself: each trunk is declared as an aligned group with the convs outside it
+that read its hidden state (IconVSR declares none: its keyframe fusions read and write the hidden state too).
 """
 from __future__ import annotations
 

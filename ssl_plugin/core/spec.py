@@ -14,7 +14,8 @@ import json
 FORMAT_VERSION = 2
 READS = (1, 2)
 ALIGNED_KINDS = ('aligned', 'aligned_residual')
-KIND = {'ResidualUnit': 'residual', 'PixelShuffleUnit': 'pixel_shuffle', 'PlainUnit': 'plain', 'AlignedGroup': 'aligned'}
+KIND = {'ResidualUnit': 'residual', 'PixelShuffleUnit': 'pixel_shuffle', 'PlainUnit': 'plain',
+        'AlignedGroup': 'aligned'}
 FIELDS = {'residual': ('in', 'mid', 'out'), 'pixel_shuffle': ('groups',), 'plain': ('out',), 'aligned': ('channels',),
           'aligned_residual': ('mid',)}
 

@@ -4,9 +4,9 @@ Residual blocks become :class:`RSCBlock`; pixel-shuffle convs lose whole groups 
 matching input channel; plain convs lose filters and their consumers the matching input channels. An aligned group
 (method ``aligned``) cuts its trunk's skip path itself: every writer loses the pruned filters, every reader the matching
 input channels, its blocks become RSC blocks that read and write the whole (thinner) path, and the network's width
-attribute (``num_feat`` / ``mid_channels``, from which the host allocates the first hidden state) becomes the kept count. Every touched conv
-is replaced by a new ``nn.Conv2d`` of the same kind (same device, dtype, kernel, stride, padding) holding a slice of the
-old weights, so no hook or γ survives and autograd sees ordinary parameters.
+attribute (``num_feat`` / ``mid_channels``, from which the host allocates the first hidden state) becomes the kept
+count. Every touched conv is replaced by a new ``nn.Conv2d`` of the same kind (same device, dtype, kernel, stride,
+padding) holding a slice of the old weights, so no hook or γ survives and autograd sees ordinary parameters.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The engine never traces a network (tracers fail on BasicVSR's time loop, flow wa
 architecture is described once, from its module tree, by the units below. Every scaling-factor vector the engine creates
 is named by a *key*: ``'<conv path>'`` for one factor per output filter (or per pixel-shuffle group),
 ``'<conv path>@in'`` for one factor per input channel (the input side of a residual block under RSC) and
-``'<trunk path>@skip'`` for one factor per channel of a trunk's skip path (an :class:`AlignedGroup`, method ``aligned``).
+``'<trunk path>@skip'`` for one factor per channel of a trunk's skip path (:class:`AlignedGroup`, method ``aligned``).
 
 Torch-Pruning's split, kept here: the topology says what is coupled (units, groups), ``criterion`` what is unimportant,
 ``surgery`` how to cut.
@@ -46,8 +46,8 @@ class ResidualUnit:
     Three independent dimensions: the skip channels conv1 reads (``conv1@in``), conv1's filters (``conv1``) and the skip
     channels conv2 writes into (``conv2``). The skip path itself keeps its width.
 
-    ``group`` (the aligned view, method ``aligned``): the block belongs to that trunk's :class:`AlignedGroup`, which owns
-    its input and output channels; only conv1's filters (``conv1``) stay a dimension of the block itself.
+    ``group`` (the aligned view, method ``aligned``): the block belongs to that trunk's :class:`AlignedGroup`, which
+    owns its input and output channels; only conv1's filters (``conv1``) stay a dimension of the block itself.
 
     ``inplace_safe`` declares that the block's input tensor is read by this block alone (no later use by the caller,
     no hook keeping it), so that without autograd the pruned block may add its residual into that tensor instead of

@@ -143,3 +143,24 @@ def test_pruned_checkpoint_starts_a_new_finetuning_run(continuous, tmp_path):
         assert 'train/loss_sir' not in runner.message_hub.log_scalars
         out = _load(tmp_path / name / 'iter_2.pth')
         assert out['meta']['iter'] == 2 and out['ssl']['stage'] == FINETUNE
+
+
+def test_method_aligned_thins_the_hidden_state_and_resumes_exactly(clip_data, tmp_path):
+    """Method aligned under the Runner: the tied skip γ are optimized once (the config's paramwise custom_keys), both
+    trunks' hidden states get thinner by the same count, and a resume from the sparsity stage (tied γ in the
+    checkpoint) ends where the continuous run ended."""
+    config = write_user_config(tmp_path, clip_data, name='aligned', fix_iter=FIX_ITER,
+                               extra="model['ssl']['method'] = 'aligned'\n")
+    runner = run_in_process(config, tmp_path / 'work', **NO_VAL)
+    ctrl, generator = runner.model.ssl_controller, runner.model.generator
+    assert ctrl.stage == FINETUNE
+    kept = [ctrl.spec['units'][t]['channels'] for t in ('backward_resblocks', 'forward_resblocks')]
+    assert generator.mid_channels == len(kept[0]) == len(kept[1]) < 8
+    sparse = _load(tmp_path / 'work' / 'iter_2.pth')
+    # tied on each trunk's input conv and its block's conv2 (one block)
+    assert sum(k.endswith('.ssl_gamma_skip') for k in sparse['state_dict']) == 4
+    resumed = run_in_process(config, tmp_path / 'resumed', resume_from=tmp_path / 'work' / 'iter_2.pth', **NO_VAL)
+    want, got = runner.model.state_dict(), resumed.model.state_dict()
+    assert want.keys() == got.keys()
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-7, msg=k)
