@@ -115,6 +115,11 @@ class TrainStateRebuilder:
         cut tensors keep their sliced optimizer state (core's rule, as on BasicSR)."""
         runner = self.runner
         model = bare_runner_model(runner)
+        with all_trainable(model), quiet(runner.logger):
+            if is_model_wrapper(runner.model):
+                runner.model = runner.wrap_model(copy.deepcopy(runner.cfg.get('model_wrapper_cfg')), model)
+            if not self.active:
+                return
         optim_cfg = copy.deepcopy(runner.cfg.optim_wrapper)
         tied = has_tied_parameters(model) and optim_cfg.get('paramwise_cfg') is not None
         if tied:
@@ -122,10 +127,6 @@ class TrainStateRebuilder:
             # add it once (mmengine's own option; it warns per skipped duplicate, which is expected here).
             optim_cfg['paramwise_cfg'] = dict(optim_cfg['paramwise_cfg'], bypass_duplicate=True)
         with all_trainable(model), quiet(runner.logger, logging.ERROR if tied else logging.WARNING):
-            if is_model_wrapper(runner.model):
-                runner.model = runner.wrap_model(copy.deepcopy(runner.cfg.get('model_wrapper_cfg')), model)
-            if not self.active:
-                return
             old_wrapper = runner.optim_wrapper
             runner.optim_wrapper = runner.build_optim_wrapper(optim_cfg)
         wrapper = runner.optim_wrapper
