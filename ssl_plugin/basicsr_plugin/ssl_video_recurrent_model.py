@@ -120,7 +120,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
     def init_training_settings(self):
         logger = get_root_logger()
         bare = self.get_bare_model(self.net_g)
-        topology = describe(bare)  # a clear TypeError now if the network is not supported
+        topology = describe(bare, aligned=self.ssl_cfg.aligned)  # a clear TypeError now if it is not supported
         try:
             topology.skipped_keys(self.ssl_cfg.skip)
         except ValueError as e:

@@ -14,12 +14,13 @@ from .inference import InferenceMode, InferenceRunner, auto_select, fold_rsc
 from .losses import SIRLoss, TFLoss
 from .registry import bare_model, describe, register_topology, supported
 from .rsc import RSCBlock
-from .scaling import GAMMA_IN, GAMMA_OUT, insert_scaling_factors, merge_scaling_factors, scaling_factors
+from .scaling import GAMMA_IN, GAMMA_OUT, GAMMA_SKIP, insert_scaling_factors, merge_scaling_factors, scaling_factors
 from .sir import SparsityRegularizer, gamma_stats
 from .spec import FORMAT_VERSION, SpecError
 from .surgery import apply_spec, prune
 from .temporal import HiddenStateRecorder, frozen_teacher, teacher_hidden_states, temporal_finetuning_loss
 from .topology import (
+    AlignedGroup,
     Consumer,
     PixelShuffleUnit,
     PlainUnit,
@@ -30,7 +31,8 @@ from .topology import (
 )
 
 __all__ = [
-    'Consumer', 'FORMAT_VERSION', 'GAMMA_IN', 'GAMMA_OUT', 'PixelShuffleUnit', 'PlainUnit', 'RSCBlock',
+    'AlignedGroup', 'Consumer', 'FORMAT_VERSION', 'GAMMA_IN', 'GAMMA_OUT', 'GAMMA_SKIP', 'PixelShuffleUnit',
+    'PlainUnit', 'RSCBlock',
     'ResidualUnit', 'SparsityRegularizer', 'SpecError', 'Topology', 'apply_spec', 'bare_model', 'describe',
     'gamma_stats', 'insert_scaling_factors', 'kept_indices', 'l1_scores', 'merge_scaling_factors', 'prune',
     'reconstruction_chain', 'register_topology', 'residual_units', 'scaling_factors', 'select_unimportant',

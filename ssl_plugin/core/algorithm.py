@@ -2,7 +2,9 @@
 
 Stages: ``sparsity`` (γ inserted, S chosen by L1 norm, L_SIR grows on S) -> prune (merge γ, remove S, RSC) ->
 ``finetune`` (reconstruction + Temporal Finetuning against the unpruned teacher). Method ``l1`` is the paper's
-L1-norm baseline: S is removed at the start and the run only finetunes.
+L1-norm baseline: S is removed at the start and the run only finetunes. Method ``aligned`` is the ASSL-style baseline
+(Zhang et al., NeurIPS 2021): the same stages on the aligned view of the topology, where each trunk's skip path is one
+group with one γ per channel shared by every conv the residual additions tie to it, so the hidden state gets thinner.
 """
 from __future__ import annotations
 
@@ -15,19 +17,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .criterion import l1_scores, select_unimportant
+from .criterion import l1_scores, select_unimportant, tie_kept_counts
 from .losses import SIRLoss, TFLoss
 from .options import unknown_key_message
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
 from .sir import SparsityRegularizer, gamma_stats, stage_length
-from .spec import FIELDS, SpecError, check_format
-from .surgery import apply_spec, prune
-from .temporal import HiddenStateRecorder, frozen_teacher, teacher_hidden_states
-from .topology import ResidualUnit, Topology, in_key
+from .spec import SpecError, check_format, is_aligned
+from .surgery import apply_spec, prune, unit_fields
+from .temporal import HiddenStateRecorder, at_channels, frozen_teacher, teacher_hidden_states
+from .topology import Topology
 
 SPARSITY, FINETUNE = 'sparsity', 'finetune'
-METHODS = ('ssl', 'l1')
+METHODS = ('ssl', 'l1', 'aligned')
 #: What the optimizer keeps at the cut: 'fresh' (a new Adam, the measured default: see README "At pruning") or 'carry'
 #: (every surviving parameter's moments and step, sliced to the kept indices: core/optim_state.py).
 OPTIMIZER_AT_PRUNE = ('fresh', 'carry')
@@ -105,6 +107,11 @@ class SSLConfig:
         return self.optimizer_at_prune == 'carry'
 
     @property
+    def aligned(self) -> bool:
+        """Whether the method works on the aligned view of the topology (``describe(net, aligned=...)``)."""
+        return self.method == 'aligned'
+
+    @property
     def sparsity_iters(self) -> int:
         """Optimizer steps of the sparsity stage (0 for method ``l1``, which prunes at the start): the one source of
         this length for both hosts, their checks, configs and the demo (the same code as the regularizer's)."""
@@ -176,11 +183,14 @@ class SSLController:
     def start(self, net: nn.Module, others=(), keep_teacher: bool = True) -> None:
         """Choose S on the dense ``net``; method ``ssl`` inserts γ (also into ``others``), ``l1`` prunes at once."""
         net = bare_model(net)
-        topology = describe(net)
+        topology = describe(net, aligned=self.cfg.aligned)
         skipped = topology.skipped_keys(self.cfg.skip)
         keys = [k for k in topology.keys() if k not in skipped]
         scores = l1_scores(net, topology, keys=keys, normalize=self.cfg.normalize)
-        self.pruned = _broadcast(select_unimportant(scores, self.cfg.pruning_ratio, self.cfg.scope, self.cfg.align))
+        pruned = select_unimportant(scores, self.cfg.pruning_ratio, self.cfg.scope, self.cfg.align)
+        if topology.is_aligned:
+            pruned = tie_kept_counts(pruned, scores, topology.width_ties())
+        self.pruned = _broadcast(pruned)
         self.unit_counts = {k: int(v.numel()) for k, v in scores.items()}
         self._forget_topology()
         if self.cfg.method == 'l1':
@@ -200,8 +210,9 @@ class SSLController:
         spec = check_format(spec)
         c = cls(cfg)
         c.stage, c.spec = FINETUNE, spec
-        c.pruned = pruned_sets(spec, describe(bare_model(dense)))
-        c.unit_counts = {k: int(n) for k, n in unit_totals(spec, describe(bare_model(dense))).items()}
+        topology = describe(bare_model(dense), aligned=is_aligned(spec))
+        c.pruned = pruned_sets(spec, topology)
+        c.unit_counts = {k: int(n) for k, n in unit_totals(spec, topology).items()}
         return c
 
     def width_advice(self, multiple: int = 8) -> str | None:
@@ -234,6 +245,7 @@ class SSLController:
         if self.stage == FINETUNE and self.uses_tf:
             hidden = self.topology(net).hidden
             target = teacher_hidden_states(self.teacher(lq.device), lq, hidden)
+            target = at_channels(target, self.hidden_channels(hidden))
             with HiddenStateRecorder(net, hidden) as rec:
                 yield terms
             terms['tf'] = self.tf_loss(rec.states, target)
@@ -257,6 +269,12 @@ class SSLController:
     @property
     def prune_due(self) -> bool:
         return self.stage == SPARSITY and self.sir is not None and self.sir.done
+
+    def hidden_channels(self, hidden: dict[str, str]) -> dict[str, list[int]]:
+        """Per direction of ``hidden`` (direction -> trunk path), the teacher's hidden-state channels the pruned
+        network kept: only for a trunk whose skip path was cut (method ``aligned``; :func:`.temporal.at_channels`)."""
+        units = (self.spec or {}).get('units', {})
+        return {d: units[p]['channels'] for d, p in hidden.items() if units.get(p, {}).get('kind') == 'aligned'}
 
     # -- the TF teacher ------------------------------------------------------------------------------------------
     def set_teacher_state(self, state: dict, where: str = 'tf_teacher') -> None:
@@ -292,7 +310,7 @@ class SSLController:
         Temporal Finetuning teacher's weights unless a teacher is already set (``tf_teacher``). Returns the spec;
         :attr:`cuts` records where each pruned conv's tensors came from (for the optimizer state)."""
         net = bare_model(net)
-        topology = describe(net)
+        topology = describe(net, aligned=self.cfg.aligned)
         if keep_teacher and self.teacher_state is None:
             teacher = copy.deepcopy(net)
             merge_scaling_factors(teacher, topology)
@@ -312,12 +330,12 @@ class SSLController:
         """Give a freshly built dense ``net`` the structure this state describes (γ, or the pruned skeleton), so that
         saved weights and optimizer state load onto it."""
         net = bare_model(net)
-        topology = describe(net)
+        topology = describe(net, aligned=self.cfg.aligned)
         if self.stage == FINETUNE:
             if self.spec is None:
                 raise SpecError('finetune stage without a pruning spec')
             apply_spec(net, self.spec)
-        elif self.cfg.method == 'ssl':
+        elif self.cfg.method != 'l1':
             insert_scaling_factors(net, topology, skip_keys=topology.skipped_keys(self.cfg.skip))
         self._forget_topology()
 
@@ -368,17 +386,9 @@ class SSLController:
         return out
 
 
-def _unit_keys(unit) -> dict[str, str]:
-    """Spec field -> scaling-factor key of one unit."""
-    if isinstance(unit, ResidualUnit):
-        return dict(zip(FIELDS['residual'], (in_key(unit.conv1_path), unit.conv1_path, unit.conv2_path)))
-    kind = 'pixel_shuffle' if hasattr(unit, 'scale') else 'plain'
-    return {FIELDS[kind][0]: unit.path}
-
-
 def unit_totals(spec: dict, topology: Topology) -> dict[str, int]:
     """Dense unit count per scaling-factor key, as recorded in ``spec``."""
-    return {key: int(spec['units'][u.path]['total'][f]) for u in topology.units for f, key in _unit_keys(u).items()
+    return {key: int(spec['units'][u.path]['total'][f]) for u in topology.units for f, key in unit_fields(u).items()
             if u.path in spec['units']}
 
 
@@ -389,7 +399,7 @@ def pruned_sets(spec: dict, topology: Topology) -> dict[str, torch.Tensor]:
         entry = spec['units'].get(u.path)
         if entry is None:
             raise SpecError(f'pruning spec has no entry for {u.path} (another architecture or depth?)')
-        for f, key in _unit_keys(u).items():
+        for f, key in unit_fields(u).items():
             n = int(entry['total'][f])
             mask = torch.ones(n, dtype=torch.bool)
             mask[torch.tensor(entry[f], dtype=torch.int64)] = False

@@ -2,11 +2,13 @@
 
 Never pruned: the optical-flow network (SPyNet), the EDVR keyframe extractor and keyframe fusions of IconVSR (they write
 the hidden state), each trunk's input conv (it writes the skip path that RSC keeps whole) and the last conv (RGB out).
+Method ``aligned`` prunes the skip path itself: each trunk is declared as an aligned group with the convs outside it
+that read its hidden state (IconVSR declares none: its keyframe fusions read and write the hidden state too).
 """
 from __future__ import annotations
 
 from .registry import register_topology
-from .topology import Topology, get_module, reconstruction_chain, residual_units
+from .topology import Topology, aligned_group, get_module, reconstruction_chain, residual_units
 
 
 def _shuffle_scale(module) -> int:
@@ -23,15 +25,26 @@ def _trunk_blocks(net, trunk: str) -> str:
     return f'{trunk}.main.{len(main) - 1}'
 
 
-def _recurrent(net, arch, trunks: dict[str, str], chain, frozen) -> Topology:
+def _recurrent(net, arch, trunks: dict[str, str], chain, frozen, readers: dict[str, list] | None = None,
+               width_attr: str = '') -> Topology:
     # In-place safe: the blocks' Sequential reads the fresh output of the trunk's input conv + in-place LeakyReLU
     # (nothing else holds it), each block reads its predecessor's output alone, and the trunk's output (the last
     # block's, which the caller and a HiddenStateRecorder on the trunk keep) is the input of no block.
-    units = []
+    # ``readers``: per trunk, the (conv, input offset) pairs outside it that read its hidden state (aligned groups).
+    units, groups = [], []
     for trunk in trunks.values():
-        units += residual_units(net, _trunk_blocks(net, trunk), inplace_safe=True)
+        blocks = residual_units(net, _trunk_blocks(net, trunk), inplace_safe=True)
+        units += blocks
+        if readers is not None:
+            groups.append(aligned_group(net, trunk, f'{trunk}.main.0', blocks, readers[trunk], width_attr))
     units += reconstruction_chain(net, chain)
-    return Topology(arch=arch, units=tuple(units), hidden=dict(trunks), frozen=tuple(frozen))
+    return Topology(arch=arch, units=tuple(units), hidden=dict(trunks), frozen=tuple(frozen), groups=tuple(groups))
+
+
+def _fusion_readers(net, backward: str, forward: str, fusion: str = 'fusion') -> dict[str, list]:
+    # The fusion conv reads cat([backward hidden state, forward hidden state]).
+    width = get_module(net, f'{backward}.main.0').out_channels
+    return {backward: [(fusion, 0)], forward: [(fusion, width)]}
 
 
 def _basicsr_chain(net, first: list[str]):
@@ -43,7 +56,8 @@ def _basicsr_chain(net, first: list[str]):
 def basicsr_basicvsr(net) -> Topology:
     return _recurrent(net, 'BasicVSR', {'backward': 'backward_trunk', 'forward': 'forward_trunk'},
                       _basicsr_chain(net, ['fusion']),
-                      ['spynet', 'backward_trunk.main.0', 'forward_trunk.main.0', 'conv_last'])
+                      ['spynet', 'backward_trunk.main.0', 'forward_trunk.main.0', 'conv_last'],
+                      _fusion_readers(net, 'backward_trunk', 'forward_trunk'), 'num_feat')
 
 
 @register_topology('basicsr.archs.basicvsr_arch.IconVSR')
@@ -57,8 +71,9 @@ def basicsr_iconvsr(net) -> Topology:
 
 @register_topology('ssl_plugin.archs.basicvsr_uni_arch.BasicVSRUni')
 def basicvsr_uni(net) -> Topology:
+    # upconv1 reads the hidden state directly.
     return _recurrent(net, 'BasicVSRUni', {'forward': 'forward_trunk'}, _basicsr_chain(net, []),
-                      ['spynet', 'forward_trunk.main.0', 'conv_last'])
+                      ['spynet', 'forward_trunk.main.0', 'conv_last'], {'forward_trunk': [('upconv1', 0)]}, 'num_feat')
 
 
 @register_topology('mmagic.models.editors.basicvsr.basicvsr_net.BasicVSRNet')
@@ -67,4 +82,5 @@ def mmagic_basicvsr_net(net) -> Topology:
     chain = [('fusion', None), ('upsample1.upsample_conv', r1), ('upsample2.upsample_conv', r2),
              ('conv_hr', None), ('conv_last', None)]
     return _recurrent(net, 'BasicVSRNet', {'backward': 'backward_resblocks', 'forward': 'forward_resblocks'}, chain,
-                      ['spynet', 'backward_resblocks.main.0', 'forward_resblocks.main.0', 'conv_last'])
+                      ['spynet', 'backward_resblocks.main.0', 'forward_resblocks.main.0', 'conv_last'],
+                      _fusion_readers(net, 'backward_resblocks', 'forward_resblocks'), 'mid_channels')

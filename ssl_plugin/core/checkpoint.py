@@ -14,10 +14,10 @@ from torch import nn
 from .loading import check_loaded
 from .registry import bare_model, describe
 from .rsc import RSCBlock
-from .scaling import GAMMA_IN, GAMMA_OUT, insert_scaling_factors, scaling_factors
+from .scaling import GAMMA_IN, GAMMA_OUT, GAMMA_SKIP, insert_scaling_factors, scaling_factors
 from .spec import SpecError
 from .surgery import apply_spec
-from .topology import IN_SUFFIX
+from .topology import IN_SUFFIX, AlignedGroup, Topology
 
 DENSE, SCALED, PRUNED = 'dense', 'scaled', 'pruned'
 WRAPPER_PREFIX = 'module.'
@@ -28,8 +28,11 @@ def network_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k.removeprefix(WRAPPER_PREFIX): v.detach().cpu() for k, v in bare_model(net).state_dict().items()}
 
 
-def gamma_keys(state: dict) -> set[str]:
-    """Scaling-factor keys (``'<conv>'`` / ``'<conv>@in'``) whose γ a state dict holds."""
+def gamma_keys(state: dict, topology: Topology | None = None) -> set[str]:
+    """Scaling-factor keys (``'<conv>'`` / ``'<conv>@in'`` / ``'<trunk>@skip'``) whose γ a state dict holds; an
+    aligned group's tied γ (listed under each writer) maps to its group key through ``topology`` (aligned view)."""
+    writer_group = {w: u.key for u in (topology.units if topology else ()) if isinstance(u, AlignedGroup)
+                    for w in u.writers}
     keys = set()
     for name in state:
         prefix, _, leaf = name.rpartition('.')
@@ -37,7 +40,13 @@ def gamma_keys(state: dict) -> set[str]:
             keys.add(prefix)
         elif leaf == GAMMA_IN:
             keys.add(prefix + IN_SUFFIX)
+        elif leaf == GAMMA_SKIP:
+            keys.add(writer_group.get(prefix, prefix + '.' + leaf))
     return keys
+
+
+def has_aligned_gamma(state: dict) -> bool:
+    return any(name.rpartition('.')[2] == GAMMA_SKIP for name in state)
 
 
 def is_pruned(net: nn.Module) -> bool:
@@ -65,8 +74,8 @@ def conform(net: nn.Module, state: dict, spec: dict | None, where: str = 'checkp
         return kind
     if kind == DENSE or is_pruned(net):
         return kind
-    wanted = gamma_keys(state)
-    topology = describe(net)
+    topology = describe(net, aligned=has_aligned_gamma(state))
+    wanted = gamma_keys(state, topology)
     unknown = wanted - set(topology.keys())
     if unknown:
         raise SpecError(f'{where}: scaling factors for {sorted(unknown)[:4]}, which {topology.arch} does not have')

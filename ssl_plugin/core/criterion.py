@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .registry import bare_model
-from .topology import IN_SUFFIX, PixelShuffleUnit, Topology, get_module
+from .topology import IN_SUFFIX, AlignedGroup, PixelShuffleUnit, Topology, get_module
 
 
 @torch.no_grad()
@@ -25,6 +25,9 @@ def l1_scores(net: nn.Module, topology: Topology, keys=None, normalize: bool = T
         for key in unit.keys:
             if keys is not None and key not in keys:
                 continue
+            if isinstance(unit, AlignedGroup):
+                scores[key] = coupled_scores(net, unit, normalize)
+                continue
             if key.endswith(IN_SUFFIX):
                 w = get_module(net, key[:-len(IN_SUFFIX)]).weight.transpose(0, 1)
             else:
@@ -34,6 +37,44 @@ def l1_scores(net: nn.Module, topology: Topology, keys=None, normalize: bool = T
             w = w.detach().reshape(w.shape[0], -1).abs().double().cpu()
             scores[key] = w.mean(1) if normalize else w.sum(1)
     return scores
+
+
+@torch.no_grad()
+def coupled_scores(net: nn.Module, group: AlignedGroup, normalize: bool = True) -> torch.Tensor:
+    """Score of each skip-path channel of an aligned group: the **mean** over every weight slice the cut removes with
+    that channel (each writer's filter, each reader's input-channel slice) of that slice's L1 score (mean |W| with
+    ``normalize``, else sum |W|, as for every other unit). The mean, not the sum, keeps a group channel on the scale of
+    one filter in the global pool, whatever the trunk's depth. Float64 on CPU."""
+    net = bare_model(net)
+    width = get_module(net, group.writers[0]).out_channels
+    slices = [get_module(net, p).weight for p in group.writers]
+    slices += [get_module(net, c.path).weight[:, c.offset:c.offset + width].transpose(0, 1) for c in group.readers]
+    per_slice = []
+    for w in slices:
+        w = w.detach().reshape(width, -1).abs().double().cpu()
+        per_slice.append(w.mean(1) if normalize else w.sum(1))
+    return torch.stack(per_slice).mean(0)
+
+
+def tie_kept_counts(pruned: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
+                    ties: list[tuple[str, ...]]) -> dict[str, torch.Tensor]:
+    """Give keys that must keep the same number of units (``ties``, e.g. two trunks whose hidden states the host
+    allocates from one width) the largest kept count among them: each gives back its highest-scoring marked units (as
+    ``align`` does). A tied key absent from ``scores`` (skipped) keeps everything, so its partners do too."""
+    out = dict(pruned)
+    for tie in ties:
+        if any(k not in scores for k in tie):
+            for k in tie:
+                if k in out:
+                    out[k] = out[k][:0]
+            continue
+        n_pruned = min(int(out[k].numel()) for k in tie)
+        for k in tie:
+            m = out[k]
+            if m.numel() > n_pruned:
+                ranked = m[torch.sort(scores[k][m], stable=True).indices]
+                out[k] = torch.sort(ranked[:n_pruned]).values
+    return out
 
 
 def _kept_count(n: int, n_pruned: int, align: int) -> int:

@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from .topology import Topology
+from .topology import GROUP_GAMMA, Topology
 
 _DESCRIBERS: dict[str, Callable[[nn.Module], Topology]] = {}
 
@@ -40,13 +40,21 @@ def bare_model(net: nn.Module) -> nn.Module:
     return net
 
 
-def describe(net: nn.Module) -> Topology:
-    """The topology of ``net`` (or of the bare network inside a DDP wrapper)."""
+def describe(net: nn.Module, aligned: bool | None = None) -> Topology:
+    """The topology of ``net`` (or of the bare network inside a DDP wrapper).
+
+    ``aligned``: True for the aligned view (method ``aligned``, :meth:`Topology.aligned`), False for the plain one;
+    None (default) picks the aligned view exactly when ``net`` carries an aligned group's γ, so code that only holds a
+    sparsity-stage network (logging, optimizer groups) sees its keys.
+    """
     net = bare_model(net)
     for cls in type(net).__mro__:
         fn = _DESCRIBERS.get(f'{cls.__module__}.{cls.__qualname__}')
         if fn is not None:
-            return fn(net)
+            topology = fn(net)
+            if aligned is None:
+                aligned = any(hasattr(m, GROUP_GAMMA) for m in net.modules())
+            return topology.aligned() if aligned else topology
     raise TypeError(
         f'ssl_plugin cannot prune {type(net).__module__}.{type(net).__qualname__}. Supported networks: '
         f'{", ".join(supported())}. To add one, describe it with '

@@ -1,9 +1,12 @@
 """How to cut: merge γ, remove the unimportant set S and rebuild a smaller network whose forward is the host's own.
 
 Residual blocks become :class:`RSCBlock`; pixel-shuffle convs lose whole groups of r*r filters and their consumers the
-matching input channel; plain convs lose filters and their consumers the matching input channels. Every touched conv
-is replaced by a new ``nn.Conv2d`` of the same kind (same device, dtype, kernel, stride, padding) holding a slice of the
-old weights, so no hook or γ survives and autograd sees ordinary parameters.
+matching input channel; plain convs lose filters and their consumers the matching input channels. An aligned group
+(method ``aligned``) cuts its trunk's skip path itself: every writer loses the pruned filters, every reader the matching
+input channels, its blocks become RSC blocks that read and write the whole (thinner) path, and the network's width
+attribute (``num_feat`` / ``mid_channels``, from which the host allocates the first hidden state) becomes the kept
+count. Every touched conv is replaced by a new ``nn.Conv2d`` of the same kind (same device, dtype, kernel, stride,
+padding) holding a slice of the old weights, so no hook or γ survives and autograd sees ordinary parameters.
 """
 from __future__ import annotations
 
@@ -16,8 +19,18 @@ from .criterion import kept_indices
 from .registry import bare_model, describe
 from .rsc import RSCBlock
 from .scaling import merge_scaling_factors, scaling_factors
-from .spec import FIELDS, KIND, SpecError, check_format, make_spec
-from .topology import IN_SUFFIX, PixelShuffleUnit, ResidualUnit, Topology, get_module, in_key, set_module
+from .spec import FIELDS, SpecError, check_format, is_aligned, kind_of, make_spec
+from .topology import (
+    IN_SUFFIX,
+    AlignedGroup,
+    PixelShuffleUnit,
+    ResidualUnit,
+    Topology,
+    get_module,
+    group_key,
+    in_key,
+    set_module,
+)
 
 
 @dataclass(frozen=True)
@@ -36,11 +49,24 @@ def key_size(net: nn.Module, topology: Topology, key: str) -> int:
     """Number of units behind a scaling-factor key in the dense network."""
     if key.endswith(IN_SUFFIX):
         return get_module(net, key[:-len(IN_SUFFIX)]).in_channels
+    for unit in topology.units:
+        if isinstance(unit, AlignedGroup) and unit.key == key:
+            return get_module(net, unit.writers[0]).out_channels
     conv = get_module(net, key)
     for unit in topology.units:
         if isinstance(unit, PixelShuffleUnit) and unit.path == key:
             return conv.out_channels // unit.scale ** 2
     return conv.out_channels
+
+
+def unit_fields(unit) -> dict[str, str]:
+    """Spec field -> scaling-factor key of one unit."""
+    kind = kind_of(unit)
+    if kind == 'residual':
+        return dict(zip(FIELDS[kind], (in_key(unit.conv1_path), unit.conv1_path, unit.conv2_path)))
+    if kind == 'aligned_residual':
+        return {'mid': unit.conv1_path}
+    return {FIELDS[kind][0]: unit.keys[0]}
 
 
 def _sliced(conv: nn.Conv2d, out_idx, in_idx, scale: float = 1.0) -> nn.Conv2d:
@@ -89,24 +115,46 @@ def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor], reco
         lost[unit_kept] = False
         mask[consumer.offset:consumer.offset + n] &= ~lost
 
+    widths: dict[str, int] = {}
     for unit in topology.units:
-        if isinstance(unit, ResidualUnit):
-            k_in, k_mid, k_out = (kept[k] for k in unit.keys)
+        if isinstance(unit, AlignedGroup):
+            k = kept[unit.key]
+            n = get_module(net, unit.writers[0]).out_channels
+            for path in unit.writers:
+                if not unit.in_blocks(path):
+                    out_keep[path] = k
+            for consumer in unit.readers:
+                if not unit.in_blocks(consumer.path):
+                    drop_inputs(consumer, k, n)
+            if widths.setdefault(unit.width_attr, len(k)) != len(k):
+                raise ValueError(f'{unit.path}: keeps {len(k)} skip channels, another group allocated from '
+                                 f'{unit.width_attr} keeps {widths[unit.width_attr]}; they must keep the same number')
+            units_spec[unit.path] = {'kind': 'aligned', 'channels': k.tolist(), 'total': {'channels': n}}
+        elif isinstance(unit, ResidualUnit):
             block = get_module(net, unit.path)
             if isinstance(block, RSCBlock):
                 raise SpecError(f'{unit.path} is already pruned')
             c1, c2 = get_module(block, unit.conv1), get_module(block, unit.conv2)
+            if unit.group is not None:
+                # Inside an aligned group: the block reads and writes the whole (thinner) skip path.
+                k_in = k_out = kept[group_key(unit.group)]
+                k_mid = kept[unit.conv1_path]
+                width, idx = len(k_in), torch.arange(len(k_in))
+                entry = {'kind': 'aligned_residual', 'mid': k_mid.tolist(), 'total': {'mid': c1.out_channels}}
+            else:
+                k_in, k_mid, k_out = (kept[k] for k in unit.keys)
+                width = c1.in_channels
+                entry = {'kind': 'residual', 'in': k_in.tolist(), 'mid': k_mid.tolist(), 'out': k_out.tolist(),
+                         'total': {'in': c1.in_channels, 'mid': c1.out_channels, 'out': c2.out_channels}}
             res_scale = float(getattr(block, 'res_scale', 1.0))
             note(f'{unit.path}.conv1', unit.conv1_path, c1, k_mid, k_in)
             note(f'{unit.path}.conv2', unit.conv2_path, c2, k_out, k_mid, res_scale)
             new = RSCBlock(_sliced(c1, k_mid, k_in), _sliced(c2, k_out, k_mid, res_scale), get_module(block, unit.act),
-                           k_in, k_out, width=c1.in_channels, inplace=unit.inplace_safe)
+                           idx if unit.group is not None else k_in, idx if unit.group is not None else k_out,
+                           width=width, inplace=unit.inplace_safe)
             new.train(block.training)
             set_module(net, unit.path, new)
-            units_spec[unit.path] = {'kind': 'residual', 'in': k_in.tolist(), 'mid': k_mid.tolist(),
-                                     'out': k_out.tolist(),
-                                     'total': {'in': c1.in_channels, 'mid': c1.out_channels,
-                                               'out': c2.out_channels}}
+            units_spec[unit.path] = entry
         else:
             k = kept[unit.path]
             conv = get_module(net, unit.path)
@@ -127,6 +175,8 @@ def _cut(net: nn.Module, topology: Topology, kept: dict[str, torch.Tensor], reco
         in_idx = torch.nonzero(in_mask[path]).flatten() if path in in_mask else None
         note(path, path, conv, out_keep.get(path), in_idx)
         set_module(net, path, _sliced(conv, out_keep.get(path), in_idx))
+    for attr, width in widths.items():
+        setattr(net, attr, width)
     return make_spec(topology.arch, units_spec)
 
 
@@ -160,7 +210,12 @@ def prune(net: nn.Module, pruned: dict[str, torch.Tensor], topology: Topology | 
 def _gamma_scales(net: nn.Module, topology: Topology) -> dict:
     """Per conv path: (per-filter factor, per-input-channel factor) that merging γ multiplies its weight by."""
     scales: dict[str, list] = {}
+    groups = {u.key: u for u in topology.units if isinstance(u, AlignedGroup)}
     for key, gamma in scaling_factors(net, topology).items():
+        if key in groups:
+            for path in groups[key].writers:
+                scales.setdefault(path, [None, None])[0] = gamma.detach().double().cpu()
+            continue
         is_in = key.endswith(IN_SUFFIX)
         path = key[:-len(IN_SUFFIX)] if is_in else key
         g = gamma.detach().double().cpu()
@@ -179,7 +234,7 @@ def apply_spec(net: nn.Module, spec) -> nn.Module:
     """
     spec = check_format(spec)
     net = bare_model(net)
-    topology = describe(net)
+    topology = describe(net, aligned=is_aligned(spec))
     if spec['arch'] != topology.arch:
         raise SpecError(f'pruning spec is for {spec["arch"]}, the network is {topology.arch}')
     if scaling_factors(net, topology):
@@ -193,16 +248,12 @@ def apply_spec(net: nn.Module, spec) -> nn.Module:
     kept = {}
     for unit in topology.units:
         entry = spec['units'][unit.path]
-        kind = KIND[type(unit).__name__]
+        kind = kind_of(unit)
         if entry['kind'] != kind:
             raise SpecError(f'{unit.path}: spec says {entry["kind"]}, the network has a {kind} unit')
         if isinstance(get_module(net, unit.path), RSCBlock):
             raise SpecError(f'{unit.path} is already pruned: apply a spec to a freshly built dense network')
-        if isinstance(unit, ResidualUnit):
-            keys = dict(zip(FIELDS[kind], (in_key(unit.conv1_path), unit.conv1_path, unit.conv2_path)))
-        else:
-            keys = {FIELDS[kind][0]: unit.path}
-        for field, key in keys.items():
+        for field, key in unit_fields(unit).items():
             n = key_size(net, topology, key)
             if entry['total'].get(field) != n:
                 raise SpecError(f'{unit.path}: spec was made for {entry["total"].get(field)} {field} units, '

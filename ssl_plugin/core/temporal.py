@@ -3,6 +3,9 @@ and in every propagation direction, because pruning error grows as the hidden st
 
 Hidden states are captured with forward hooks on the modules the topology names (the trunks, called once per frame),
 so no architecture code changes. Thanks to RSC both networks' hidden states have the same width and channel order.
+Method ``aligned`` thins the hidden state itself, so channel-by-channel comparison is impossible there: TF compares the
+pruned network's hidden state with the teacher's *kept* channels only (:func:`at_channels`); what the teacher carries
+in the removed channels has no counterpart and is not matched.
 """
 from __future__ import annotations
 
@@ -61,6 +64,18 @@ def teacher_hidden_states(teacher: nn.Module, lq: torch.Tensor, hidden: dict[str
     finally:
         teacher.train(was_training)
     return rec.states
+
+
+def at_channels(states: dict[str, list[torch.Tensor]], channels: dict[str, list[int]]) -> dict[str, list[torch.Tensor]]:
+    """The teacher's hidden states reduced to the channels an aligned pruning kept, for each direction in
+    ``channels`` (the others unchanged): the only channels a thinner hidden state can be compared with."""
+    out = {}
+    for d, steps in states.items():
+        if d in channels:
+            idx = torch.as_tensor(channels[d], dtype=torch.int64)
+            steps = [s.index_select(1, idx.to(s.device)) for s in steps]
+        out[d] = steps
+    return out
 
 
 def temporal_finetuning_loss(student: dict[str, list[torch.Tensor]], teacher: dict[str, list[torch.Tensor]],

@@ -2,22 +2,34 @@
 
 The engine never traces a network (tracers fail on BasicVSR's time loop, flow warping and pixel shuffle); each supported
 architecture is described once, from its module tree, by the units below. Every scaling-factor vector the engine creates
-is named by a *key*: ``'<conv path>'`` for one factor per output filter (or per pixel-shuffle group) and
-``'<conv path>@in'`` for one factor per input channel (the input side of a residual block under RSC).
+is named by a *key*: ``'<conv path>'`` for one factor per output filter (or per pixel-shuffle group),
+``'<conv path>@in'`` for one factor per input channel (the input side of a residual block under RSC) and
+``'<trunk path>@skip'`` for one factor per channel of a trunk's skip path (:class:`AlignedGroup`, method ``aligned``).
+
+Torch-Pruning's split, kept here: the topology says what is coupled (units, groups), ``criterion`` what is unimportant,
+``surgery`` how to cut.
 """
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
 IN_SUFFIX = '@in'
+SKIP_SUFFIX = '@skip'
+#: Name of an aligned group's γ: one parameter, tied (the same tensor) on every conv that writes the group's skip path.
+GROUP_GAMMA = 'ssl_gamma_skip'
 
 
 def in_key(conv_path: str) -> str:
     """Key of the per-input-channel scaling factors of ``conv_path``."""
     return conv_path + IN_SUFFIX
+
+
+def group_key(path: str) -> str:
+    """Key of the per-channel scaling factors of the aligned group (skip path) of trunk ``path``."""
+    return path + SKIP_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,9 @@ class ResidualUnit:
     Three independent dimensions: the skip channels conv1 reads (``conv1@in``), conv1's filters (``conv1``) and the skip
     channels conv2 writes into (``conv2``). The skip path itself keeps its width.
 
+    ``group`` (the aligned view, method ``aligned``): the block belongs to that trunk's :class:`AlignedGroup`, which
+    owns its input and output channels; only conv1's filters (``conv1``) stay a dimension of the block itself.
+
     ``inplace_safe`` declares that the block's input tensor is read by this block alone (no later use by the caller,
     no hook keeping it), so that without autograd the pruned block may add its residual into that tensor instead of
     copying it. It describes the network, not a pruning: it is derived from the topology, never stored in a spec.
@@ -43,6 +58,7 @@ class ResidualUnit:
     conv2: str = 'conv2'
     act: str = 'relu'
     inplace_safe: bool = False
+    group: str | None = None
 
     @property
     def conv1_path(self) -> str:
@@ -54,7 +70,42 @@ class ResidualUnit:
 
     @property
     def keys(self) -> tuple[str, ...]:
+        if self.group is not None:
+            return (self.conv1_path,)
         return (in_key(self.conv1_path), self.conv1_path, self.conv2_path)
+
+
+@dataclass(frozen=True)
+class AlignedGroup:
+    """One trunk's skip path pruned as a single dimension (ASSL's aligned structured sparsity, Zhang et al. 2021):
+    one kept channel set shared by every conv tied to it by the residual additions, so the hidden state itself gets
+    thinner (no gather / scatter) instead of keeping its width as under RSC.
+
+    ``writers``: the convs whose filters write the path (the trunk's input conv first, then every block's conv2).
+    ``readers``: the convs whose input channels ``offset .. offset + width`` read it (every block's conv1, the trunk's
+    input conv at the next time step, the reconstruction conv that reads the hidden state). The flow warping between
+    time steps reads it too but has no weights: it follows the width. ``blocks``: the residual units inside the trunk
+    (their conv1 inputs / conv2 filters belong here). ``width_attr``: the network attribute the host allocates the
+    first hidden state from (set to the kept count by surgery); groups naming the same attribute must keep the same
+    number of channels (:meth:`Topology.width_ties`).
+    """
+    path: str
+    writers: tuple[str, ...]
+    readers: tuple[Consumer, ...]
+    blocks: tuple[str, ...]
+    width_attr: str
+
+    @property
+    def key(self) -> str:
+        return group_key(self.path)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    def in_blocks(self, conv_path: str) -> bool:
+        """Whether ``conv_path`` lies inside one of the group's residual blocks (cut with the block)."""
+        return any(conv_path.startswith(b + '.') for b in self.blocks)
 
 
 @dataclass(frozen=True)
@@ -81,17 +132,21 @@ class PlainUnit:
         return (self.path,)
 
 
-Unit = ResidualUnit | PixelShuffleUnit | PlainUnit
+Unit = ResidualUnit | PixelShuffleUnit | PlainUnit | AlignedGroup
 
 
 @dataclass(frozen=True)
 class Topology:
     """Prunable units of one network, the modules whose per-step outputs are its hidden states (for Temporal
-    Finetuning), and what is never pruned (documentation and the default ``skip`` list)."""
+    Finetuning), and what is never pruned (documentation and the default ``skip`` list).
+
+    ``groups`` declares the aligned coupling groups the network supports (method ``aligned``); they are not units of
+    this view: :meth:`aligned` returns the view in which they are."""
     arch: str
     units: tuple[Unit, ...]
     hidden: dict[str, str]
     frozen: tuple[str, ...] = field(default_factory=tuple)
+    groups: tuple[AlignedGroup, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
         # A hidden state is kept by HiddenStateRecorder: it must not be the input of a block that overwrites its input.
@@ -104,6 +159,33 @@ class Topology:
 
     def keys(self) -> list[str]:
         return [k for u in self.units for k in u.keys]
+
+    @property
+    def is_aligned(self) -> bool:
+        return any(isinstance(u, AlignedGroup) for u in self.units)
+
+    def aligned(self) -> 'Topology':
+        """The aligned view: every declared group becomes a unit (first, in declaration order) and owns its blocks'
+        input / output channels."""
+        if self.is_aligned:
+            return self
+        if not self.groups:
+            raise TypeError(f'{self.arch} declares no aligned coupling groups: method aligned is not supported for it '
+                            '(e.g. IconVSR, whose keyframe fusions also write the hidden state)')
+        owner = {b: g.path for g in self.groups for b in g.blocks}
+        units = [replace(u, group=owner[u.path]) if isinstance(u, ResidualUnit) and u.path in owner else u
+                 for u in self.units]
+        return replace(self, units=tuple(self.groups) + tuple(units))
+
+    def width_ties(self) -> list[tuple[str, ...]]:
+        """Keys of the aligned groups (of this view) that must keep the same number of channels, because the host
+        allocates their hidden states from one width attribute (BasicVSR: ``zeros(num_feat)`` for the backward
+        branch, ``zeros_like`` of its last state for the forward one)."""
+        ties: dict[str, list[str]] = {}
+        for u in self.units:
+            if isinstance(u, AlignedGroup):
+                ties.setdefault(u.width_attr, []).append(u.key)
+        return [tuple(v) for v in ties.values() if len(v) > 1]
 
     def unit(self, path: str) -> Unit:
         for u in self.units:
@@ -177,3 +259,26 @@ def reconstruction_chain(net: nn.Module, chain: list[tuple[str, int | None]]) ->
         units.append(PixelShuffleUnit(path, scale, consumers) if scale else PlainUnit(path, consumers))
     get_module(net, chain[-1][0])
     return units
+
+
+def aligned_group(net: nn.Module, trunk: str, input_conv: str, blocks: list[ResidualUnit],
+                  consumers: list[tuple[str, int]], width_attr: str) -> AlignedGroup:
+    """The aligned group of a trunk ``input_conv -> act -> blocks`` whose output is its hidden state.
+
+    The trunk's input is ``cat([frame, warped hidden state])``: the hidden part is the last ``width`` input channels
+    of ``input_conv`` (width = its filter count). ``consumers`` lists ``(conv path, offset)`` of the convs outside the
+    trunk that read the hidden state; ``width_attr`` is checked against the width.
+    """
+    conv = get_module(net, input_conv)
+    width = conv.out_channels
+    if getattr(net, width_attr, None) != width:
+        raise TypeError(f'{trunk}: {type(net).__name__}.{width_attr} is {getattr(net, width_attr, None)!r}, '
+                        f'the skip path has {width} channels')
+    writers = (input_conv,) + tuple(b.conv2_path for b in blocks)
+    readers = tuple(Consumer(b.conv1_path) for b in blocks) + (Consumer(input_conv, conv.in_channels - width),) \
+        + tuple(Consumer(p, o) for p, o in consumers)
+    for c in readers[len(blocks):]:  # (a block's conv1 may read fewer channels once RSC-pruned)
+        if get_module(net, c.path).in_channels < c.offset + width:
+            raise TypeError(f'{trunk}: {c.path} reads {get_module(net, c.path).in_channels} channels, fewer than '
+                            f'{c.offset} + {width}')
+    return AlignedGroup(trunk, writers, readers, tuple(b.path for b in blocks), width_attr)

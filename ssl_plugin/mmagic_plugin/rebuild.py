@@ -39,14 +39,14 @@ def bare_runner_model(runner) -> nn.Module:
 
 
 @contextmanager
-def quiet(logger):
+def quiet(logger, level: int = logging.WARNING):
     """Silence INFO while rebuilding: the optimizer constructor re-logs every parameter's options at each rebuild."""
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
+    old = logger.level
+    logger.setLevel(max(old, level))
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(old)
 
 
 @contextmanager
@@ -60,6 +60,11 @@ def all_trainable(module: nn.Module):
     finally:
         for p in frozen:
             p.requires_grad_(False)
+
+
+def has_tied_parameters(module: nn.Module) -> bool:
+    """Whether one parameter is registered under several names (an aligned group's γ on every writer conv)."""
+    return sum(1 for _ in module.named_parameters(remove_duplicate=False)) != sum(1 for _ in module.parameters())
 
 
 class TrainStateRebuilder:
@@ -116,8 +121,15 @@ class TrainStateRebuilder:
                 runner.model = runner.wrap_model(copy.deepcopy(runner.cfg.get('model_wrapper_cfg')), model)
             if not self.active:
                 return
+        optim_cfg = copy.deepcopy(runner.cfg.optim_wrapper)
+        tied = has_tied_parameters(model) and optim_cfg.get('paramwise_cfg') is not None
+        if tied:
+            # Method aligned ties one γ to several convs: the paramwise constructor visits it once per conv and must
+            # add it once (mmengine's own option; it warns per skipped duplicate, which is expected here).
+            optim_cfg['paramwise_cfg'] = dict(optim_cfg['paramwise_cfg'], bypass_duplicate=True)
+        with all_trainable(model), quiet(runner.logger, logging.ERROR if tied else logging.WARNING):
             old_wrapper = runner.optim_wrapper
-            runner.optim_wrapper = runner.build_optim_wrapper(copy.deepcopy(runner.cfg.optim_wrapper))
+            runner.optim_wrapper = runner.build_optim_wrapper(optim_cfg)
         wrapper = runner.optim_wrapper
         if hasattr(old_wrapper, 'loss_scaler') and hasattr(wrapper, 'loss_scaler'):  # AMP: keep the current scale
             wrapper.loss_scaler.load_state_dict(old_wrapper.loss_scaler.state_dict())

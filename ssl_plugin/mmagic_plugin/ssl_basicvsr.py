@@ -17,7 +17,7 @@ from mmagic.registry import MODELS
 from ..core import describe
 from ..core.algorithm import SSLConfig, SSLController
 from ..core.options import unknown_key_message
-from ..core.scaling import GAMMA_IN, GAMMA_OUT
+from ..core.scaling import GAMMA_IN, GAMMA_OUT, GAMMA_SKIP
 
 #: Parameter-name fragments mmagic's ``fix_iter`` freezes (BasicVSR's SPyNet, IconVSR's EDVR).
 FLOW_MODULES = ('spynet', 'edvr')
@@ -62,7 +62,7 @@ class SSLBasicVSR(BasicVSR):
         super().__init__(generator=generator, pixel_loss=pixel_loss, ensemble=ensemble, train_cfg=train_cfg,
                          test_cfg=test_cfg, init_cfg=init_cfg, data_preprocessor=data_preprocessor)
         self.ssl_cfg = SSLConfig.from_dict(ssl, where='model.ssl')
-        describe(self.generator)  # an unsupported generator fails here, with the list of supported networks
+        describe(self.generator, aligned=self.ssl_cfg.aligned)  # an unsupported generator (or method) fails here
         if sir_loss is None:
             raise ValueError('model.sir_loss: the sparsity stage needs an SIRLoss config, got None')
         self.sir_loss = MODELS.build(copy.deepcopy(sir_loss))
@@ -108,7 +108,7 @@ class SSLBasicVSR(BasicVSR):
         """A pruned (or γ-carrying) checkpoint loaded into a dense model would only warn about shape mismatches and
         leave random weights behind; fail with the reason instead."""
         own = set(self.state_dict().keys())
-        marks = ('.in_idx', '.out_idx', f'.{GAMMA_OUT}', f'.{GAMMA_IN}')
+        marks = ('.in_idx', '.out_idx', f'.{GAMMA_OUT}', f'.{GAMMA_IN}', f'.{GAMMA_SKIP}')
         foreign = [k for k in state_dict if k.startswith(prefix) and k.endswith(marks) and k[len(prefix):] not in own]
         if foreign:
             raise RuntimeError(f'this checkpoint holds an SSL {"pruned" if "_idx" in foreign[0] else "sparsity-stage"}'

@@ -238,3 +238,31 @@ def test_optimizer_state_at_the_cut_follows_optimizer_at_prune(tiny_data, tmp_pa
 def test_optimizer_at_prune_is_validated(tiny_data, tmp_path):
     with pytest.raises(ValueError, match=r"ssl\.optimizer_at_prune must be one of \('fresh', 'carry'\)"):
         _build(_opt(tiny_data, ssl__optimizer_at_prune='keep'), tmp_path)
+
+
+def test_method_aligned_runs_prunes_the_hidden_state_and_rebuilds_for_testing(tiny_data, tmp_path):
+    """Method aligned through the BasicSR model: the tied γ get their own lr group once, the cut makes the hidden
+    state thinner in net_g and the EMA network alike, finetuning adds TF at the kept channels, and a test model
+    rebuilds the same network from the checkpoint."""
+    opt = _opt(tiny_data, ssl__method='aligned', train__ssl_gamma_lr_mul=10)
+    model = _build(opt, tmp_path)
+    ctrl = model.controller
+    assert ctrl.stage == 'sparsity' and ctrl.pruned['forward_trunk@skip'].numel()
+    gamma_group = model.optimizer_g.param_groups[-1]['params']
+    assert len(gamma_group) == len(ctrl.pruned)  # the tied skip γ once, not once per writer
+    for _ in range(ctrl.cfg.sparsity_iters):
+        assert 'l_sir' in _one_step(model)
+    assert ctrl.stage == 'finetune'
+    kept = ctrl.spec['units']['forward_trunk']['channels']
+    assert model.net_g.num_feat == model.net_g_ema.num_feat == len(kept) < 8
+    assert {k: v.shape for k, v in model.net_g.state_dict().items()} == \
+        {k: v.shape for k, v in model.net_g_ema.state_dict().items()}
+    assert set(_one_step(model)) == {'l_pix', 'l_tf'}
+    (tmp_path / 'experiments' / 'opts' / 'models').mkdir(parents=True)
+    model.save_network([model.net_g, model.net_g_ema], 'net_g', 9, param_key=['params', 'params_ema'])
+    path = tmp_path / 'experiments' / 'opts' / 'models' / 'net_g_9.pth'
+    tester = _build(merge(opt, path__pretrain_network_g=str(path)), tmp_path, is_train=False)
+    lq = torch.rand(1, 3, 3, 36, 36)
+    model.net_g.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tester.net_g(lq), model.net_g(lq))

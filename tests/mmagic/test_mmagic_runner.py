@@ -162,3 +162,29 @@ def test_pruned_checkpoint_starts_a_new_finetuning_run(continuous, tmp_path):
         assert 'train/loss_sir' not in runner.message_hub.log_scalars
         out = _load(tmp_path / name / 'iter_2.pth')
         assert out['meta']['iter'] == 2 and out['ssl']['stage'] == FINETUNE
+
+
+def test_method_aligned_thins_the_hidden_state_and_checkpoints_load(clip_data, tmp_path):
+    """Method aligned under the Runner: the tied skip γ are optimized once (the config's paramwise custom_keys; torch
+    refuses a parameter in two groups), both trunks' hidden states get thinner by the same count, and the
+    sparsity-stage checkpoint (tied γ listed under each writer) loads strictly into a fresh generator."""
+    from mmagic.models.editors import BasicVSRNet
+
+    from ssl_plugin.core import checkpoint as core_ckpt
+
+    config = write_user_config(tmp_path, clip_data, name='aligned', fix_iter=FIX_ITER,
+                               extra="model['ssl']['method'] = 'aligned'\n")
+    runner = run_in_process(config, tmp_path / 'work', **NO_VAL)
+    ctrl, generator = runner.model.ssl_controller, runner.model.generator
+    assert ctrl.stage == FINETUNE
+    kept = [ctrl.spec['units'][t]['channels'] for t in ('backward_resblocks', 'forward_resblocks')]
+    assert generator.mid_channels == len(kept[0]) == len(kept[1]) < 8
+    sparse = _load(tmp_path / 'work' / 'iter_2.pth')
+    state = {k[len('generator.'):]: v for k, v in sparse['state_dict'].items() if k.startswith('generator.')}
+    # tied on each trunk's input conv and its block's conv2 (one block)
+    assert sum(k.endswith('.ssl_gamma_skip') for k in state) == 4
+    fresh = BasicVSRNet(mid_channels=8, num_blocks=1)
+    assert core_ckpt.load_network_state(fresh, state) == 'scaled'
+    tied = fresh.backward_resblocks.main[0].ssl_gamma_skip
+    assert tied is fresh.backward_resblocks.main[2][0].conv2.ssl_gamma_skip
+    assert torch.equal(tied, state['backward_resblocks.main.0.ssl_gamma_skip'])
