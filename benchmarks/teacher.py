@@ -8,13 +8,14 @@ Data: only ``bikes`` and ``carphone`` (the other clips of the wheel are held bac
 (``ssl_plugin.tools.make_dataset``). Each clip's frames are split into disjoint segments (source frames, half-open),
 with a gap between segments so that near-identical neighbouring frames do not straddle a boundary:
 
-    bikes     train 0-159 (two 80-frame clips)   val 170-199   test 210-249
+    bikes     train 0-159 (two 80-frame clips)   val 180-199   test 210-249
     carphone  train 0-59                          val 65-84     test 90-119
 
 Training goes through BasicSR's own pipeline (``ssl_plugin/train.py`` on an option file written into the cache
 entry's ``work/`` folder; model ``VideoRecurrentModel``, Charbonnier loss, Adam, cosine schedule over ``max_iters``).
 BasicSR's ``VideoRecurrentModel`` cannot validate on CPU, so BasicSR saves ``net_g`` every ``eval_every`` iterations
-and this script validates each saved network itself (PSNR RGB on the two validation segments, mean of the clip means).
+and this script validates each saved network itself (PSNR RGB on the two validation segments, mean of the clip means;
+on the central 80 LR columns of each frame, to keep validation cheap).
 
 Stopping criterion: stop after ``patience`` evaluations in a row without a gain of at least ``min_gain`` dB over the
 best validation PSNR so far, or at ``max_iters``, or when ``max_minutes`` of wall time have passed; the best
@@ -35,10 +36,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -53,16 +56,19 @@ CACHE_ENV = 'SSL_PLUGIN_CACHE'
 ARCHS = {'bi': 'BasicVSR', 'uni': 'BasicVSRUni'}
 #: The clips the teacher may use, and their segments (source frames, [start, end)).
 SEGMENTS = {
-    'bikes': {'train': (0, 160), 'val': (170, 200), 'test': (210, 250)},
+    'bikes': {'train': (0, 160), 'val': (180, 200), 'test': (210, 250)},
     'carphone': {'train': (0, 60), 'val': (65, 85), 'test': (90, 120)},
 }
 #: BasicSR's REDSRecurrentDataset draws clip starts in 0..100-num_frame: a training clip must not exceed 100 frames.
 MAX_TRAIN_CLIP = 100
 SCALE = 4
+#: Validation runs on the central VAL_LR_WIDTH LR columns of each frame: a full 640-px bikes frame costs as much as
+#: ~30 training crops, and validation must stay a small fraction of the training time on a CPU.
+VAL_LR_WIDTH = 80
 #: Defaults of every setting that changes the trained network (all of them enter the cache key).
 DEFAULTS = {
-    'num_feat': 32, 'num_block': 5, 'num_frame': 5, 'gt_size': 144, 'batch': 2, 'lr': 1e-3, 'eta_min': 1e-6,
-    'max_iters': 3000, 'eval_every': 100, 'patience': 4, 'min_gain': 0.02, 'max_minutes': 65.0, 'seed': 0,
+    'num_feat': 32, 'num_block': 5, 'num_frame': 5, 'gt_size': 144, 'batch': 1, 'lr': 2e-3, 'eta_min': 1e-6,
+    'max_iters': 1200, 'eval_every': 200, 'patience': 3, 'min_gain': 0.02, 'max_minutes': 65.0, 'seed': 0,
     'fix_flow': None,
 }
 
@@ -319,13 +325,26 @@ def bicubic(lq, gt):
     return F.interpolate(lq, size=gt.shape[-2:], mode='bicubic', align_corners=False).clamp(0, 1)
 
 
+def val_crop(lq, gt, width: int = VAL_LR_WIDTH):
+    """The central ``width`` LR columns of (n, c, h, w) ``lq`` and the matching GT columns."""
+    w = lq.shape[-1]
+    if w <= width:
+        return lq, gt
+    a = (w - width) // 2
+    s = gt.shape[-1] // w
+    return lq[..., a:a + width], gt[..., a * s:(a + width) * s]
+
+
 def evaluate(net, data: Path, split: str) -> dict:
-    """Per clip: PSNR of ``net`` (None: bicubic) on the clip's ``split`` segment, run as one sequence."""
+    """Per clip: PSNR of ``net`` (None: bicubic) on the clip's ``split`` segment, run as one sequence (validation:
+    on the central ``VAL_LR_WIDTH`` LR columns; test: whole frames)."""
     import torch
     scores = {}
     with torch.no_grad():
         for clip in SEGMENTS:
             lq, gt = read_segment(data, f'{clip}_{split}')
+            if split == 'val':
+                lq, gt = val_crop(lq, gt)
             sr = bicubic(lq, gt) if net is None else net(lq.unsqueeze(0))[0]
             scores[clip] = psnr(sr, gt)
     return scores
@@ -414,6 +433,8 @@ def train(arch: str, s: dict, entry: Path, cache: Path, threads: int = 1) -> dic
     cmd = [sys.executable, str(TRAIN), '-opt', str(yml)]
     say(f'{arch}: training ({" ".join(cmd[1:])}), log {work / "train.log"}')
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if threading.current_thread() is threading.main_thread():  # a `kill` of this script also stops the training
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     stopper = Stopper(s['patience'], s['min_gain'])
     history, reason, it = [], None, 0
     best = entry / 'net_g.pth'
@@ -541,9 +562,15 @@ def main(argv=None) -> dict:
     archs = ['bi', 'uni'] if args.arch == 'both' else [args.arch]
     if len(archs) > 1:  # the two trainings run side by side, one process each
         rest = argv if argv is not None else sys.argv[1:]
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         procs = [subprocess.Popen([sys.executable, __file__, *rest, '--arch', a]) for a in archs]
-        if any(p.wait() for p in procs):
-            raise SystemExit('a teacher run failed')
+        try:
+            if any([p.wait() for p in procs]):
+                raise SystemExit('a teacher run failed')
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
     metas = {}
     for arch in archs:
         path, meta = teacher(arch, cache=args.cache, force=args.force and len(archs) == 1, threads=args.threads,

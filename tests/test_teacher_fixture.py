@@ -153,3 +153,14 @@ def test_cached_teacher_is_reused_and_incomplete_one_retrained(t, tmp_path, monk
     assert t.teacher_checkpoint('uni', num_feat=8) == path and calls == ['uni', 'uni', 'uni']
     t.teacher('uni', num_feat=8, force=True)
     assert len(calls) == 4
+
+
+def test_val_crop_keeps_lr_and_gt_aligned(t):
+    import torch
+    lq = torch.arange(160.).view(1, 1, 1, 160).expand(2, 3, 4, 160)
+    gt = torch.arange(640.).view(1, 1, 1, 640).expand(2, 3, 16, 640) / 4
+    lq_c, gt_c = t.val_crop(lq, gt, 80)
+    assert lq_c.shape[-1] == 80 and gt_c.shape[-1] == 320
+    assert lq_c[0, 0, 0, 0] == 40 and gt_c[0, 0, 0, 0] == 40  # GT column 160 = LR column 40
+    small = torch.zeros(1, 3, 36, 44)
+    assert t.val_crop(small, small, 80)[0] is small  # narrower clips are left whole
