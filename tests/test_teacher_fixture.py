@@ -65,7 +65,7 @@ def test_key_follows_settings_and_code(t, tmp_path):
     base = t.teacher_key('bi', {}, files)
     assert t.teacher_key('bi', dict(t.DEFAULTS), files) == base  # explicit defaults = defaults
     assert t.teacher_key('bi', {'num_feat': 16}, files) != base
-    assert t.teacher_key('bi', {'lr': 2e-3}, files) != base
+    assert t.teacher_key('bi', {'lr': t.DEFAULTS['lr'] / 2}, files) != base
     assert t.teacher_key('uni', {}, files) != base
     src.write_text('x = 2\n')
     assert t.teacher_key('bi', {}, files) != base  # a code change is a new teacher
