@@ -67,8 +67,8 @@ SCALE = 4
 VAL_LR_WIDTH = 80
 #: Defaults of every setting that changes the trained network (all of them enter the cache key).
 DEFAULTS = {
-    'num_feat': 32, 'num_block': 5, 'num_frame': 5, 'gt_size': 144, 'batch': 1, 'lr': 2e-3, 'eta_min': 1e-6,
-    'max_iters': 1200, 'eval_every': 200, 'patience': 3, 'min_gain': 0.02, 'max_minutes': 65.0, 'seed': 0,
+    'num_feat': 32, 'num_block': 5, 'num_frame': 5, 'gt_size': 128, 'batch': 1, 'lr': 2e-3, 'eta_min': 1e-6,
+    'max_iters': 800, 'eval_every': 100, 'patience': 3, 'min_gain': 0.02, 'max_minutes': 62.0, 'seed': 0,
     'fix_flow': None,
 }
 
