@@ -62,12 +62,16 @@ SEGMENTS = {
 #: BasicSR's REDSRecurrentDataset draws clip starts in 0..100-num_frame: a training clip must not exceed 100 frames.
 MAX_TRAIN_CLIP = 100
 SCALE = 4
+#: Smallest LR side of each clip's frames (carphone 176x144, bikes 640x272), and the LR size BasicSR's SpyNet needs to
+#: exceed (it pads to multiples of 32 and pools five times).
+CLIP_LR_SIZE = {'bikes': 272 // SCALE, 'carphone': 144 // SCALE}
+SPYNET_MIN_LR = 32
 #: Validation runs on the central VAL_LR_WIDTH LR columns of each frame: a full 640-px bikes frame costs as much as
 #: ~30 training crops, and validation must stay a small fraction of the training time on a CPU.
 VAL_LR_WIDTH = 80
 #: Defaults of every setting that changes the trained network (all of them enter the cache key).
 DEFAULTS = {
-    'num_feat': 32, 'num_block': 5, 'num_frame': 5, 'gt_size': 128, 'batch': 1, 'lr': 2e-3, 'eta_min': 1e-6,
+    'num_feat': 32, 'num_block': 5, 'num_frame': 5, 'gt_size': 144, 'batch': 1, 'lr': 2e-3, 'eta_min': 1e-6,
     'max_iters': 800, 'eval_every': 100, 'patience': 3, 'min_gain': 0.02, 'max_minutes': 62.0, 'seed': 0,
     'fix_flow': None,
 }
@@ -147,6 +151,11 @@ def resolve_settings(**settings) -> dict:
             raise ValueError(f'teacher setting {k} must be a positive integer, got {s[k]!r}')
     if s['gt_size'] % SCALE:
         raise ValueError(f'gt_size must be divisible by the scale {SCALE}, got {s["gt_size"]}')
+    lr_crop, smallest = s['gt_size'] // SCALE, min(CLIP_LR_SIZE.values())
+    if not SPYNET_MIN_LR < lr_crop <= smallest:
+        raise ValueError(f'gt_size {s["gt_size"]} gives {lr_crop}-px LR crops; they must be larger than '
+                         f'{SPYNET_MIN_LR} (BasicSR\'s SpyNet fails on inputs of 32 px or less) and fit the smallest '
+                         f'LR frame side ({smallest} px): gt_size {SCALE * (SPYNET_MIN_LR + 1)}..{SCALE * smallest}')
     if not s['lr'] > 0 or s['max_minutes'] <= 0 or s['min_gain'] < 0:
         raise ValueError('lr and max_minutes must be > 0 and min_gain >= 0')
     if s['fix_flow'] is not None and (not isinstance(s['fix_flow'], int) or s['fix_flow'] < 1):

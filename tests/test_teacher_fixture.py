@@ -76,7 +76,8 @@ def test_key_follows_settings_and_code(t, tmp_path):
 
 
 @pytest.mark.parametrize('bad, match', [({'num_feats': 8}, 'unknown'), ({'num_feat': 0}, 'positive'),
-                                        ({'gt_size': 50}, 'divisible'), ({'num_frame': 90}, 'shortest'),
+                                        ({'gt_size': 50}, 'divisible'), ({'gt_size': 128}, 'SpyNet'),
+                                        ({'gt_size': 148}, 'smallest'), ({'num_frame': 90}, 'shortest'),
                                         ({'fix_flow': 0}, 'fix_flow')])
 def test_bad_settings_are_errors(t, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -102,7 +103,7 @@ def test_every_training_sample_reads_frames_of_its_own_clip(t, tmp_path):
     from basicsr.data.reds_dataset import REDSRecurrentDataset
 
     data = _fake_dataset(t, tmp_path / 'data')
-    s = t.resolve_settings(num_frame=5, gt_size=16)
+    s = dict(t.resolve_settings(num_frame=5), gt_size=16)
     meta = t.write_train_meta(data, tmp_path / 'meta.txt', s['num_frame'])
     opt = t.train_options('bi', s, data, meta, tmp_path / 'init.pth')['datasets']['train']
     ds = REDSRecurrentDataset(dict(opt, scale=t.SCALE, use_hflip=False, use_rot=False))
