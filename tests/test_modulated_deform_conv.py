@@ -130,3 +130,19 @@ def test_inconsistent_shapes_are_named(bad, match):
     mask = torch.ones(1, bad.get('mask_channels', 9 * dg), 5, 5)
     with pytest.raises(ValueError, match=match):
         modulated_deform_conv2d(x, offset, mask, weight, None, 1, 1, 1, bad.get('groups', 1), dg)
+
+
+def test_macs_of_a_deformable_conv_are_counted_like_a_convolution():
+    """torch's FLOP counter has no formula for torchvision's deform_conv2d; without ours BasicVSR++'s alignment would
+    count 0 MACs and its MAC ratio would be overstated."""
+    from ssl_plugin.core import count_macs
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dcn = ModulatedDeformConv2d(8, 6, 3, padding=1, groups=2, deform_groups=2)
+
+        def forward(self, x):
+            return self.dcn(x, torch.zeros(1, 2 * 2 * 9, 5, 7), torch.ones(1, 2 * 9, 5, 7))
+
+    assert count_macs(Net(), torch.randn(1, 8, 5, 7)) == 5 * 7 * 6 * (8 // 2) * 9
