@@ -181,12 +181,25 @@ def time_models(models: dict, x, device, repeats, warmup, parts=False) -> Timing
     return timings
 
 
+def parts_of(net) -> list[tuple[str, str, torch.nn.Module]]:
+    """(part, module path, module) of the parts a breakdown reports: the top-level children, except that a ModuleDict
+    (never called itself, e.g. BasicVSR++'s ``backbone`` and ``deform_align``) counts as one part made of its
+    children."""
+    out = []
+    for name, child in net.named_children():
+        if isinstance(child, torch.nn.ModuleDict):
+            out += [(name, f'{name}.{sub}', module) for sub, module in child.named_children()]
+        else:
+            out.append((name, name, child))
+    return out
+
+
 class PartTimer:
-    """Wall time spent in each top-level child of a network (accumulated over the child's calls in one forward)."""
+    """Wall time spent in each part of a network (:func:`parts_of`; accumulated over its calls in one forward)."""
 
     def __init__(self, net, device):
         self.seconds, self.handles, self.device = {}, [], device
-        for name, child in net.named_children():
+        for name, _, child in parts_of(net):
             self.handles += [child.register_forward_pre_hook(self._start),
                              child.register_forward_hook(lambda mod, inp, out, key=name: self._stop(mod, key))]
 
@@ -223,14 +236,18 @@ def profile_ops(models: dict, x, device, top=10) -> None:
 
 
 def part_macs(net, x) -> dict:
-    """MACs of each top-level child over one forward (torch's FLOP counter, 2 FLOPs per MAC)."""
+    """MACs of each part (:func:`parts_of`) over one forward (torch's FLOP counter, 2 FLOPs per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         net(x)
     prefix = type(net).__name__ + '.'
-    return {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
-            if k.startswith(prefix) and '.' not in k[len(prefix):]}
+    counts = {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
+              if k.startswith(prefix)}
+    out: dict = {}
+    for name, path, _ in parts_of(net):
+        out[name] = out.get(name, 0) + counts.get(path, 0)
+    return out
 
 
 def breakdown(part_times: dict, part_mac_counts: dict) -> dict:
