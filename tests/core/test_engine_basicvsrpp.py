@@ -87,12 +87,12 @@ def test_full_resolution_input_and_unaligned_basicsr_forms():
 
 
 # (arch, width, backbone depth, ratio, scope, align, frames, aligned, dtype). Both hosts fix deform_groups at 16, so
-# widths are multiples of 8. 3 frames reach the second-order terms. The upsampling tail works at 64 channels at the HR
-# size whatever the width (4.4x slower in float64, whose CPU convs are not oneDNN's): float64 (exact to 1e-10) for
-# one case, float32 (to F32_TOL, all outputs in [0, 1.5]) for the other sizes and ratios.
+# widths are multiples of 8. 3 frames reach the second-order terms (feat_n2, flow_n2). The upsampling tail works at 64
+# channels at the HR size whatever the width (4.4x slower in float64, whose CPU convs are not oneDNN's): float64
+# (exact to 1e-10) for one case, float32 (to F32_TOL; outputs are of order 1) for the other sizes and ratios.
 F32_TOL = 2e-5
 CASES = [
-    ('BasicVSRPlusPlus', 8, 1, 0.5, 'global', 1, 3, True, torch.float64),
+    ('BasicVSRPlusPlus', 8, 1, 0.5, 'global', 1, 2, True, torch.float64),
     ('BasicVSRPlusPlus', 8, 1, 0.6, 'local', 1, 2, False, torch.float32),
     ('BasicVSRPlusPlusNet', 16, 2, 0.7, 'local', 8, 3, True, torch.float32),
     ('BasicVSRPlusPlusNet', 8, 1, 0.3, 'global', 4, 2, True, torch.float32),
@@ -120,9 +120,11 @@ def test_pruned_output_equals_unpruned_with_gamma_of_s_zero(arch, feat, blocks, 
     with torch.no_grad(), HiddenStateRecorder(net, detach=True) as rec:
         y = net(x)
     assert max_diff(y, y_ref) <= tol
-    # Not vacuous: S spans every kind of unit, the backbones and reconstruction became RSC blocks.
-    assert all(pruned[k].numel() for k in ['backbone.forward_2.main.2.0.conv1', 'reconstruction.main.2.0.conv2',
-                                            CHAIN[arch][0], 'conv_hr'])
+    # Not vacuous: S spans the backbones, the reconstruction and the upsampling chain; the blocks became RSC blocks.
+    n_pruned = {k: v.numel() for k, v in pruned.items()}
+    assert any(n for k, n in n_pruned.items() if k.startswith('backbone.'))
+    assert any(n for k, n in n_pruned.items() if k.startswith('reconstruction.'))
+    assert any(n_pruned.get(k) for k in CHAIN[arch])
     assert isinstance(net.get_submodule('backbone.backward_1.main.2.0'), RSCBlock)
     # TF: the pruned network's hidden states equal the unpruned ones here (RSC keeps width and order): L_TF = 0.
     assert float(temporal_finetuning_loss(rec.states, teacher_states)) <= tol

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mm_helpers import DEMO_CONFIG, PYTHON, TRAIN, run_tool
 
-SPARSITY, FINETUNE, FRAMES = 2, 2, 3
+SPARSITY, FINETUNE, FRAMES = 2, 2, 2
 MAX_ITERS = SPARSITY + FINETUNE
 
 CONFIG = '''
@@ -42,7 +42,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_b
 
 @pytest.fixture(scope='module')
 def bikes(tmp_path_factory):
-    """Two 3-frame clips of bikes, GT 256 px (LR 64, the least BasicVSR++ accepts): 000 validates, 001 trains."""
+    """Two 2-frame clips of bikes, GT 256 px (LR 64, the least BasicVSR++ accepts): 000 validates, 001 trains."""
     from ssl_plugin.tools.clips import clip_path
     from ssl_plugin.tools.make_dataset import build_dataset
 
