@@ -1,12 +1,14 @@
-"""Speed of dense vs SSL-pruned BasicVSR: does the MAC cut turn into wall-clock speedup?
+"""Speed of dense vs SSL-pruned BasicVSR / BasicVSR++: does the MAC cut turn into wall-clock speedup?
 
-Builds BasicSR's BasicVSR (default 64 channels, 30 blocks per branch, as in the paper), prunes copies of it at several
-ratios with the engine (L1 selection, RSC residual blocks, pixel-shuffle group cuts) and times dense and pruned
-forwards in one run, interleaved round-robin so that a change in machine load hits every model alike. Reports params,
-MACs (torch's FLOP counter), the MAC ratio dense/pruned, the best and median time of each, and two speed-ups:
-``speedup`` = best dense time / best pruned time, and ``speedup_median_round`` = the median over rounds of dense
-time / pruned time in that round; each also divided by the MAC ratio (1.0 = the pruned network is as fast as its MAC
-count promises).
+Builds BasicSR's BasicVSR (default 64 channels, 30 blocks per branch, as in the paper) or, with ``--arch basicvsrpp``,
+BasicSR's BasicVSR++ (default 64 channels, 7 blocks per propagation branch, as released; with its deformable alignment
+also without CUDA, which BasicSR would leave out: the alignment runs on torchvision's CPU kernel), prunes copies of it
+at several ratios with the engine (L1 selection, RSC residual blocks, pixel-shuffle group cuts) and times dense and
+pruned forwards in one run, interleaved round-robin so that a change in machine load hits every model alike. Reports
+params, MACs (torch's FLOP counter), the MAC ratio dense/pruned, the best and median time of each, and two speed-ups:
+``speedup`` = best dense time / best pruned time, and ``speedup_median_round`` = the median over rounds of dense time
+/ pruned time in that round; each also divided by the MAC ratio (1.0 = the pruned network is as fast as its MAC count
+promises).
 
 Why the best round is the headline: on a shared machine interference only ever adds time (as ``timeit`` puts it, the
 lowest time is what the machine can do; higher ones are other processes), and it skews a ratio: a neighbour's burst of
@@ -96,8 +98,11 @@ def mode_name(mode: str) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--ratios', type=float, nargs='+', default=[0.3, 0.5, 0.7], help='pruning ratios (0, 1)')
-    p.add_argument('--num-feat', type=int, default=64, help='BasicVSR num_feat (trunk width)')
-    p.add_argument('--num-block', type=int, default=30, help='BasicVSR num_block (residual blocks per branch)')
+    p.add_argument('--arch', choices=['basicvsr', 'basicvsrpp'], default='basicvsr',
+                   help="BasicSR's BasicVSR or BasicVSRPlusPlus")
+    p.add_argument('--num-feat', type=int, default=64, help='trunk width (num_feat / mid_channels)')
+    p.add_argument('--num-block', type=int, default=None,
+                   help='residual blocks per branch (num_block / num_blocks; default: 30 BasicVSR, 7 BasicVSR++)')
     p.add_argument('--frames', type=int, default=None, help='frames per clip (default 5; 15 with --device)')
     p.add_argument('--size', type=int, nargs=2, default=[180, 320], metavar=('H', 'W'),
                    help='LR frame size (default: REDS, 180x320)')
@@ -137,6 +142,8 @@ def parse_args(argv=None):
     p.add_argument('--json', type=Path, default=None, help='write the rows (ratio, mac_ratio, speedup, ...) here')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
+    if args.num_block is None:
+        args.num_block = 30 if args.arch == 'basicvsr' else 7
     modes_path = args.device is not None
     if modes_path and args.devices:
         p.error('--device (inference modes on one device) and --devices (layouts on several) exclude each other')
@@ -168,7 +175,15 @@ def build_dense(args) -> torch.nn.Module:
     from basicsr.utils.registry import ARCH_REGISTRY
 
     torch.manual_seed(args.seed)
-    net = ARCH_REGISTRY.get('BasicVSR')(num_feat=args.num_feat, num_block=args.num_block)
+    if args.arch == 'basicvsr':
+        net = ARCH_REGISTRY.get('BasicVSR')(num_feat=args.num_feat, num_block=args.num_block)
+    else:
+        from unittest import mock
+
+        # BasicSR adds the deformable alignment only if CUDA is available at construction; measure the real network.
+        with mock.patch('torch.cuda.is_available', return_value=True):
+            net = ARCH_REGISTRY.get('BasicVSRPlusPlus')(mid_channels=args.num_feat, num_blocks=args.num_block)
+        assert net.is_with_alignment
     if args.weights == 'random':
         topo = describe(net)
         with torch.no_grad():
@@ -229,12 +244,25 @@ def time_models(models: dict, x, device, repeats, warmup, parts=False) -> Timing
     return timings
 
 
+def parts_of(net) -> list[tuple[str, str, torch.nn.Module]]:
+    """(part, module path, module) of the parts a breakdown reports: the top-level children, except that a ModuleDict
+    (never called itself, e.g. BasicVSR++'s ``backbone`` and ``deform_align``) counts as one part made of its
+    children."""
+    out = []
+    for name, child in net.named_children():
+        if isinstance(child, torch.nn.ModuleDict):
+            out += [(name, f'{name}.{sub}', module) for sub, module in child.named_children()]
+        else:
+            out.append((name, name, child))
+    return out
+
+
 class PartTimer:
-    """Wall time spent in each top-level child of a network (accumulated over the child's calls in one forward)."""
+    """Wall time spent in each part of a network (:func:`parts_of`; accumulated over its calls in one forward)."""
 
     def __init__(self, net, device):
         self.seconds, self.handles, self.device = {}, [], device
-        for name, child in net.named_children():
+        for name, _, child in parts_of(net):
             self.handles += [child.register_forward_pre_hook(self._start),
                              child.register_forward_hook(lambda mod, inp, out, key=name: self._stop(mod, key))]
 
@@ -271,14 +299,18 @@ def profile_ops(models: dict, x, device, top=10) -> None:
 
 
 def part_macs(net, x) -> dict:
-    """MACs of each top-level child over one forward (torch's FLOP counter, 2 FLOPs per MAC)."""
+    """MACs of each part (:func:`parts_of`) over one forward (torch's FLOP counter, 2 FLOPs per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         net(x)
     prefix = type(net).__name__ + '.'
-    return {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
-            if k.startswith(prefix) and '.' not in k[len(prefix):]}
+    counts = {k[len(prefix):]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
+              if k.startswith(prefix)}
+    out: dict = {}
+    for name, path, _ in parts_of(net):
+        out[name] = out.get(name, 0) + counts.get(path, 0)
+    return out
 
 
 def breakdown(part_times: dict, part_mac_counts: dict) -> dict:
@@ -675,7 +707,7 @@ def main(argv=None):
     macs = {name: count_macs(net, x_cpu) for name, net in nets.items()}
     part_mac_counts = {name: part_macs(net, x_cpu) for name, net in nets.items()} if args.breakdown else {}
 
-    print(f'BasicVSR num_feat={args.num_feat} num_block={args.num_block}, input {tuple(x_cpu.shape)}, '
+    print(f'{type(dense).__name__} num_feat={args.num_feat} num_block={args.num_block}, input {tuple(x_cpu.shape)}, '
           f'scope={args.scope} align={args.align} weights={args.weights}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} CPU threads, malloc {args.malloc}, {args.repeats} rounds '
           f'(+{args.warmup} warm-up)')

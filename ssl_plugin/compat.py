@@ -51,16 +51,14 @@ def shim_functional_tensor() -> bool:
 # 2. mmcv.ops stand-in (mmcv-lite / mmcv without compiled ops, MMagic 1.2.0)
 # ----------------------------------------------------------------------------------------------------------------------
 
-_DCN_MODELS = "BasicVSR++/EDVR/IconVSR/TDAN"
+_DCN_MODELS = "TDAN"
 _GAN_MODELS = "StyleGAN1/2/3 and MSPIE-StyleGAN2"
 
 #: Every name MMagic 1.2.0 imports from ``mmcv.ops`` at module level, by submodule ('' = ``mmcv.ops`` itself),
 #: with the model family that needs it. CamelCase names are classes (MMagic subclasses them), the rest functions.
 _MMCV_OPS_NAMES: dict[str, dict[str, str]] = {
     "": {
-        # basicvsr_plusplus_net.py, edvr_net.py (IconVSR reuses EDVR's PCD alignment), tdan_net.py
-        "ModulatedDeformConv2d": _DCN_MODELS,
-        "modulated_deform_conv2d": _DCN_MODELS,
+        # tdan_net.py (BasicVSR++, EDVR and IconVSR get the real ops of _MMCV_OPS_PROVIDED below)
         "DeformConv2d": _DCN_MODELS,
         "DeformConv2dPack": _DCN_MODELS,
         "deform_conv2d": _DCN_MODELS,
@@ -82,6 +80,14 @@ _MMCV_OPS_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+#: Names the stand-in implements (``ssl_plugin.ops``, on torchvision's deform_conv2d), by submodule as above:
+#: basicvsr_plusplus_net.py and edvr_net.py (IconVSR reuses EDVR's PCD alignment) import the first and the last.
+_MMCV_OPS_PROVIDED: dict[str, tuple[str, ...]] = {
+    "": ("ModulatedDeformConv2d", "ModulatedDeformConv2dPack", "modulated_deform_conv2d"),
+    "modulated_deform_conv": ("ModulatedDeformConv2d", "ModulatedDeformConv2dPack", "modulated_deform_conv2d"),
+}
+
+
 class MissingCompiledOpsError(RuntimeError):
     """A model needs an mmcv compiled op, but the installed mmcv has none (``mmcv._ext`` is missing)."""
 
@@ -89,7 +95,8 @@ class MissingCompiledOpsError(RuntimeError):
 def _missing_ops_message(name: str, family: str) -> str:
     return (
         f"mmcv.ops.{name} is unavailable: {family} need mmcv built with compiled ops "
-        "(mmcv._ext is missing; install full mmcv 2.1.0) — BasicVSRNet works without them"
+        "(mmcv._ext is missing; install full mmcv 2.1.0) — BasicVSR, BasicVSR++, EDVR and IconVSR work without "
+        "them (ssl_plugin provides modulated deformable convolution on torchvision)"
     )
 
 
@@ -139,8 +146,10 @@ def shim_mmcv_ops() -> bool:
     Why: ``mmagic/models/editors/__init__.py`` eagerly imports BasicVSR++, EDVR, TDAN and the StyleGANs, which import
     ``mmcv.ops`` at module level; on mmcv-lite that raises ``No module named 'mmcv._ext'``, so ``import mmagic.models``
     fails, and with it every ``mmagic.registry.MODELS.build`` (MODELS lazily imports ``mmagic.models``), even of a
-    model that needs no op. The stand-in gives each such name a placeholder that raises
-    :class:`MissingCompiledOpsError` when used, so non-DCN models (BasicVSRNet) build and train.
+    model that needs no op. The stand-in provides modulated deformable convolution (``ModulatedDeformConv2d``,
+    ``ModulatedDeformConv2dPack``, ``modulated_deform_conv2d`` from :mod:`ssl_plugin.ops`, on torchvision), so
+    BasicVSR++, EDVR and IconVSR build and train, and gives every other such name a placeholder that raises
+    :class:`MissingCompiledOpsError` when used.
     Drop when: a full mmcv (with ``mmcv._ext``) for the pinned torch is installable, then this shim is skipped anyway.
     Returns True when the stand-in was installed by this call.
     """
@@ -153,7 +162,7 @@ def shim_mmcv_ops() -> bool:
     package.__path__ = []  # a package, so `mmcv.ops.<sub>` resolves to the stand-in submodules below only
     package.__ssl_plugin_standin__ = True
     modules = {"": package}
-    for sub in _MMCV_OPS_NAMES:
+    for sub in dict.fromkeys([*_MMCV_OPS_NAMES, *_MMCV_OPS_PROVIDED]):
         if sub:
             full = f"mmcv.ops.{sub}"
             module = types.ModuleType(full, f"Stand-in for {full}: mmcv._ext is missing.")
@@ -167,6 +176,11 @@ def shim_mmcv_ops() -> bool:
                 make = _missing_class if name[0].isupper() else _MissingFunction
                 placeholders[name] = make(name, family)
             setattr(modules[sub], name, placeholders[name])
+    from . import ops
+
+    for sub, names in _MMCV_OPS_PROVIDED.items():
+        for name in names:
+            setattr(modules[sub], name, getattr(ops, name))
     for sub, module in modules.items():
         sys.modules[module.__name__] = module
         if sub and not hasattr(package, sub):  # like mmcv: `mmcv.ops.upfirdn2d` is the function, not the submodule

@@ -103,7 +103,7 @@ def test_functional_tensor_stand_in_is_torchvisions_rgb_to_grayscale():
 needs_mmcv_standin = pytest.mark.skipif(
     compat._mmcv_has_compiled_ops() is not False, reason="mmcv is missing or has compiled ops: no stand-in needed"
 )
-DCN_MESSAGE = "BasicVSR++/EDVR/IconVSR/TDAN need mmcv built with compiled ops (mmcv._ext is missing; install full mmcv"
+DCN_MESSAGE = "TDAN need mmcv built with compiled ops (mmcv._ext is missing; install full mmcv"
 
 
 def build_mmagic_model(cfg: dict):
@@ -154,36 +154,65 @@ def test_mmagic_basicvsrnet_builds_and_runs_with_stand_in():
     assert out.shape == (1, frames, 3, size * scale, size * scale)
 
 
+DCN_MODELS = [
+    dict(type="BasicVSRPlusPlusNet", mid_channels=8, num_blocks=1, spynet_pretrained=None),
+    dict(type="EDVRNet", in_channels=3, out_channels=3, mid_channels=8, num_frames=3, deform_groups=1,
+         num_blocks_extraction=1, num_blocks_reconstruction=1, center_frame_idx=1),
+    # IconVSR's fusions expect its EDVR's fixed 64 channels
+    dict(type="IconVSRNet", mid_channels=64, num_blocks=1, spynet_pretrained=None, edvr_pretrained=None),
+]
+
+
 @needs_mmcv_standin
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        dict(type="BasicVSRPlusPlusNet", mid_channels=8, num_blocks=1, spynet_pretrained=None),
-        dict(type="EDVRNet", in_channels=3, out_channels=3, mid_channels=8, num_frames=3, deform_groups=1,
-             num_blocks_extraction=1, num_blocks_reconstruction=1, center_frame_idx=1),
-        dict(type="IconVSRNet", mid_channels=8, num_blocks=1, spynet_pretrained=None, edvr_pretrained=None),
-        dict(type="TDANNet"),
-    ],
-    ids=lambda cfg: cfg["type"],
-)
-def test_dcn_models_fail_with_a_clear_message(cfg):
+@pytest.mark.parametrize("cfg", DCN_MODELS, ids=lambda cfg: cfg["type"])
+def test_dcn_models_build_on_the_stand_in(cfg):
+    pytest.importorskip("mmagic")
+    from ssl_plugin.ops import ModulatedDeformConv2d
+
+    net = build_mmagic_model(cfg)
+    assert any(isinstance(m, ModulatedDeformConv2d) for m in net.modules())
+
+
+@needs_mmcv_standin
+def test_edvr_trains_through_the_stand_in_dcn():
+    """EDVR's PCD alignment runs forward and backward through the stand-in's modulated deformable convolution
+    (BasicVSR++ does in tests/test_basicvsrpp.py)."""
+    pytest.importorskip("mmagic")
+    from ssl_plugin.ops import ModulatedDeformConv2d
+
+    net = build_mmagic_model(DCN_MODELS[1])
+    dcns = [m for m in net.modules() if isinstance(m, ModulatedDeformConv2d)]
+    torch.manual_seed(0)
+    for m in dcns:  # mmagic zero-initialises the offset convs; random offsets make the DCN really deform
+        torch.nn.init.normal_(m.conv_offset.weight, std=0.05)
+    out = net(torch.rand(1, 3, 3, 16, 16))
+    assert out.shape == (1, 3, 64, 64)
+    out.mean().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in dcns)
+
+
+@needs_mmcv_standin
+def test_tdan_fails_with_a_clear_message():
     pytest.importorskip("mmagic")
     with pytest.raises(compat.MissingCompiledOpsError) as info:
-        build_mmagic_model(cfg)
+        build_mmagic_model(dict(type="TDANNet"))
     assert DCN_MESSAGE in str(info.value)
-    assert "BasicVSRNet works without them" in str(info.value)
+    assert "BasicVSR, BasicVSR++, EDVR and IconVSR work without them" in str(info.value)
 
 
 @needs_mmcv_standin
 def test_stand_in_ops_fail_on_use_not_on_import():
-    from mmcv.ops import modulated_deform_conv2d
+    from mmcv.ops import deform_conv2d, modulated_deform_conv2d
     from mmcv.ops.upfirdn2d import upfirdn2d
 
+    from ssl_plugin.ops import modulated_deform_conv2d as provided
+
+    assert modulated_deform_conv2d is provided  # the real op, not a placeholder
     with pytest.raises(compat.MissingCompiledOpsError, match="mmcv._ext is missing"):
-        modulated_deform_conv2d(torch.zeros(1))
+        deform_conv2d(torch.zeros(1))
     with pytest.raises(compat.MissingCompiledOpsError, match="StyleGAN"):
         upfirdn2d(torch.zeros(1))
-    assert not hasattr(modulated_deform_conv2d, "some_attribute")
+    assert not hasattr(deform_conv2d, "some_attribute")
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("mmcv.ops.nms")  # not a name mmagic imports: no silent placeholder
 

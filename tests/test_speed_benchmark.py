@@ -158,3 +158,18 @@ def test_bad_mode_options_are_refused(speed):
                  ['--device', 'cpu', '--devices', 'cpu'], ['--device', 'cpu', '--modes', 'fold', 'fold']):
         with pytest.raises(SystemExit):
             speed.parse_args(argv)
+
+
+def test_basicvsrpp_is_measured_with_its_alignment_and_parts_add_up(speed):
+    """--arch basicvsrpp builds BasicSR's BasicVSR++ with its deformable alignment also without CUDA; the alignment
+    (never pruned) and the ModuleDict parts (backbones, alignment) are counted and keep their MACs."""
+    args = speed.parse_args(['--arch', 'basicvsrpp', '--num-feat', '8', '--num-block', '1'])
+    assert args.num_block == 1 and speed.parse_args(['--arch', 'basicvsrpp']).num_block == 7
+    dense = speed.build_dense(args)
+    assert type(dense).__name__ == 'BasicVSRPlusPlus' and len(dense.deform_align) == 4
+    pruned = speed.pruned_copy(dense, 0.5, args)
+    x = torch.rand(1, 2, 3, 64, 64)  # BasicVSR++ asserts LR frames of at least 64 px
+    dense_parts, pruned_parts = speed.part_macs(dense, x), speed.part_macs(pruned, x)
+    assert sum(dense_parts.values()) == count_macs(dense, x)
+    assert dense_parts['deform_align'] == pruned_parts['deform_align'] > 0   # the DCN MACs are counted
+    assert dense_parts['backbone'] > pruned_parts['backbone'] > 0

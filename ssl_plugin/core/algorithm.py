@@ -243,10 +243,10 @@ class SSLController:
         the SSL terms to add to the host's loss: ``'sir'`` (sparsity stage) or ``'tf'`` (finetuning with TF)."""
         terms: dict[str, torch.Tensor] = {}
         if self.stage == FINETUNE and self.uses_tf:
-            hidden = self.topology(net).hidden
-            target = teacher_hidden_states(self.teacher(lq.device), lq, hidden)
-            target = at_channels(target, self.hidden_channels(hidden))
-            with HiddenStateRecorder(net, hidden) as rec:
+            topo = self.topology(net)
+            target = teacher_hidden_states(self.teacher(lq.device), lq, topo.hidden, topo.hidden_residual)
+            target = at_channels(target, self.hidden_channels(topo.hidden))
+            with HiddenStateRecorder(net, topo.hidden, residual=topo.hidden_residual) as rec:
                 yield terms
             terms['tf'] = self.tf_loss(rec.states, target)
             return

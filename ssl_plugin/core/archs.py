@@ -1,9 +1,10 @@
 """Topologies of the supported networks, read from their module trees (widths, depths and scales are never literals).
 
 Never pruned: the optical-flow network (SPyNet), the EDVR keyframe extractor and keyframe fusions of IconVSR (they write
-the hidden state), each trunk's input conv (it writes the skip path that RSC keeps whole) and the last conv (RGB out).
-Method ``aligned`` prunes the skip path itself: each trunk is declared as an aligned group with the convs outside it
-that read its hidden state (IconVSR declares none: its keyframe fusions read and write the hidden state too).
+the hidden state), BasicVSR++'s deformable alignment, each trunk's input conv (it writes the skip path that RSC keeps
+whole) and the last conv (RGB out). Method ``aligned`` prunes the skip path itself: each trunk is declared as an
+aligned group with the convs outside it that read its hidden state (IconVSR declares none: its keyframe fusions read
+and write the hidden state too; BasicVSR++ none yet: its alignment reads every branch's state).
 """
 from __future__ import annotations
 
@@ -84,3 +85,50 @@ def mmagic_basicvsr_net(net) -> Topology:
     return _recurrent(net, 'BasicVSRNet', {'backward': 'backward_resblocks', 'forward': 'forward_resblocks'}, chain,
                       ['spynet', 'backward_resblocks.main.0', 'forward_resblocks.main.0', 'conv_last'],
                       _fusion_readers(net, 'backward_resblocks', 'forward_resblocks'), 'mid_channels')
+
+
+def _blocks_with_input_conv(net, path: str) -> str:
+    """Path of the ConvResidualBlocks / ResidualBlocksWithInputConv at ``path``, or inside the Sequential there
+    (BasicVSR++'s feature extractor for full-resolution input: strided convs, then the blocks module last)."""
+    module = get_module(net, path)
+    return path if hasattr(module, 'main') else f'{path}.{len(module) - 1}'
+
+
+def _basicvsrpp(net, arch: str, chain) -> Topology:
+    """BasicVSR++ (both hosts): residual blocks of the feature extractor, of the four second-order propagation
+    backbones and of the reconstruction block through RSC, then the upsampling chain.
+
+    Each backbone computes the *update* of its branch's state (``feat_prop = feat_prop + backbone(cat([...,
+    feat_prop]))``), hence ``hidden_residual``. Never pruned: SPyNet, the deformable alignment (its offset convs read
+    the hidden states and the flows, and its DCN writes the aligned state: both keep their widths thanks to RSC),
+    the input conv of every blocks module (it writes the skip path) and conv_last. All four blocks modules are
+    in-place safe: their input is a fresh conv + in-place LeakyReLU output, and their output (the last block's) is
+    the input of no block.
+    """
+    branches = list(net.backbone.keys())
+    extract = _blocks_with_input_conv(net, 'feat_extract')
+    trunks = [extract] + [f'backbone.{b}' for b in branches] + ['reconstruction']
+    units = []
+    for trunk in trunks:
+        units += residual_units(net, _trunk_blocks(net, trunk), inplace_safe=True)
+    units += reconstruction_chain(net, chain)
+    frozen = ['spynet', 'deform_align', *(f'{t}.main.0' for t in trunks), 'conv_last']
+    return Topology(arch=arch, units=tuple(units), hidden={b: f'backbone.{b}' for b in branches},
+                    frozen=tuple(frozen), hidden_residual=tuple(branches))
+
+
+@register_topology('basicsr.archs.basicvsrpp_arch.BasicVSRPlusPlus')
+def basicsr_basicvsrpp(net) -> Topology:
+    # BasicSR leaves out the deformable alignment when CUDA is unavailable at construction (deform_align is then
+    # empty): the prunable units are the same in both forms.
+    r = _shuffle_scale(net.pixel_shuffle)
+    return _basicvsrpp(net, 'BasicVSRPlusPlus',
+                       [('upconv1', r), ('upconv2', r), ('conv_hr', None), ('conv_last', None)])
+
+
+@register_topology('mmagic.models.editors.basicvsr_plusplus_net.basicvsr_plusplus_net.BasicVSRPlusPlusNet')
+def mmagic_basicvsrpp_net(net) -> Topology:
+    r1, r2 = _shuffle_scale(net.upsample1), _shuffle_scale(net.upsample2)
+    return _basicvsrpp(net, 'BasicVSRPlusPlusNet',
+                       [('upsample1.upsample_conv', r1), ('upsample2.upsample_conv', r2), ('conv_hr', None),
+                        ('conv_last', None)])

@@ -25,11 +25,24 @@ DISTANCES = {
 
 class HiddenStateRecorder:
     """Context manager: while active, ``states[direction]`` collects the hidden state after each time step, in the
-    order the network computes them (the backward branch runs from the last frame to the first)."""
+    order the network computes them (the backward branch runs from the last frame to the first).
 
-    def __init__(self, net: nn.Module, hidden: dict[str, str] | None = None, detach: bool = False):
+    ``hidden`` maps directions to module paths (default: the topology's); the directions in ``residual`` (default:
+    the topology's ``hidden_residual`` when ``hidden`` is taken from it, else none) record ``output + input[:, -C:]``,
+    the state a module computes the update of (see :class:`~.topology.Topology`)."""
+
+    def __init__(self, net: nn.Module, hidden: dict[str, str] | None = None, detach: bool = False,
+                 residual=None):
         net = bare_model(net)
-        self.hidden = hidden if hidden is not None else describe(net).hidden
+        if hidden is None:
+            topology = describe(net)
+            hidden = topology.hidden
+            residual = topology.hidden_residual if residual is None else residual
+        self.hidden = hidden
+        self.residual = frozenset(residual or ())
+        unknown = self.residual - set(hidden)
+        if unknown:
+            raise ValueError(f'residual hidden states {sorted(unknown)} are not among the directions {sorted(hidden)}')
         self.modules = {d: get_module(net, p) for d, p in self.hidden.items()}
         self.detach = detach
         self.states: dict[str, list[torch.Tensor]] = {d: [] for d in self.hidden}
@@ -42,7 +55,11 @@ class HiddenStateRecorder:
         return self
 
     def _hook(self, direction):
+        residual = direction in self.residual
+
         def hook(module, args, output):
+            if residual:
+                output = output + args[0][:, args[0].shape[1] - output.shape[1]:]
             self.states[direction].append(output.detach() if self.detach else output)
         return hook
 
@@ -54,12 +71,12 @@ class HiddenStateRecorder:
 
 
 @torch.no_grad()
-def teacher_hidden_states(teacher: nn.Module, lq: torch.Tensor, hidden: dict[str, str] | None = None):
+def teacher_hidden_states(teacher: nn.Module, lq: torch.Tensor, hidden: dict[str, str] | None = None, residual=None):
     """Run the frozen unpruned teacher (eval, no grad) on ``lq`` and return its hidden states per direction."""
     was_training = teacher.training
     teacher.eval()
     try:
-        with HiddenStateRecorder(teacher, hidden, detach=True) as rec:
+        with HiddenStateRecorder(teacher, hidden, detach=True, residual=residual) as rec:
             teacher(lq)
     finally:
         teacher.train(was_training)

@@ -141,12 +141,18 @@ class Topology:
     Finetuning), and what is never pruned (documentation and the default ``skip`` list).
 
     ``groups`` declares the aligned coupling groups the network supports (method ``aligned``); they are not units of
-    this view: :meth:`aligned` returns the view in which they are."""
+    this view: :meth:`aligned` returns the view in which they are.
+
+    ``hidden_residual`` names the directions whose module computes the *update* of the hidden state rather than the
+    state: BasicVSR++'s ``feat_prop = feat_prop + backbone(cat([..., feat_prop]))``. The state of such a direction is
+    the module's output plus the last C channels of its input (C = the output's channels: the aligned previous state,
+    which the caller concatenates last)."""
     arch: str
     units: tuple[Unit, ...]
     hidden: dict[str, str]
     frozen: tuple[str, ...] = field(default_factory=tuple)
     groups: tuple[AlignedGroup, ...] = field(default_factory=tuple)
+    hidden_residual: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
         # A hidden state is kept by HiddenStateRecorder: it must not be the input of a block that overwrites its input.
@@ -156,6 +162,10 @@ class Topology:
                 raise ValueError(f'{self.arch}: hidden state {a.path!r} is the input of {b.path!r}, declared '
                                  'inplace_safe; a recorded hidden state must not be overwritten '
                                  '(set inplace_safe=False)')
+
+        unknown = set(self.hidden_residual) - set(self.hidden)
+        if unknown:
+            raise ValueError(f'{self.arch}: hidden_residual names directions without a hidden state: {sorted(unknown)}')
 
     def keys(self) -> list[str]:
         return [k for u in self.units for k in u.keys]

@@ -145,7 +145,7 @@ def write_options(folder: Path, opt: dict) -> Path:
 
 def run_entry(script, yml: Path, cwd: Path, *args, nproc: int = 0, env=None, check=True, timeout=600):
     """Run an entry point (``ssl_plugin/train.py`` ...) like a user, in ``cwd``; return the CompletedProcess."""
-    full_env = dict(os.environ, OMP_NUM_THREADS='1' if nproc else '2', PYTHONWARNINGS='ignore', **(env or {}))
+    full_env = {**os.environ, 'OMP_NUM_THREADS': '1' if nproc else '2', 'PYTHONWARNINGS': 'ignore', **(env or {})}
     if nproc:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(nproc), '--master_port',
                str(_free_port()), str(script), '-opt', str(yml), '--launcher', 'pytorch', *args]

@@ -18,7 +18,13 @@ from ssl_plugin.core.algorithm import SSLConfig  # noqa: E402
 
 OPTIONS = REPO / 'options'
 TRAIN_FILES = ['ssl_basicvsr_reds.yml', 'ssl_basicvsr_uni_reds.yml', 'ssl_basicvsr_vimeo_bi.yml',
-               'ssl_basicvsr_vimeo_bd.yml', 'ssl_basicvsr_demo.yml']
+               'ssl_basicvsr_vimeo_bd.yml', 'ssl_basicvsr_demo.yml', 'ssl_basicvsrpp_reds.yml']
+#: (width key, depth key, width, depth, frames, flow_lr_mul) of the paper-setting files, by network: BasicVSR++ keeps
+#: upstream train_BasicVSRPP_REDS.yml's settings.
+NETWORKS = {
+    'BasicVSRPlusPlus': ('mid_channels', 'num_blocks', 64, 7, ((30, False),), 0.25),
+    None: ('num_feat', 'num_block', 64, 30, ((15, False), (7, True)), 0.125),
+}
 PAPER = {'pruning_ratio': 0.5, 'scope': 'global', 'reg': {'delta': 1e-4, 'interval': 5, 'ceiling': 0.1,
                                                           'stabilize_iter': 14000}}
 
@@ -42,15 +48,17 @@ def test_training_option_file(name, tmp_path):
     assert sparsity < train['total_iter']
     if train.get('scheduler_starts_at_finetune'):
         assert sparsity + sum(train['scheduler']['periods']) == train['total_iter']
+    width_key, depth_key, width, depth, frame_settings, flow_lr_mul = NETWORKS.get(opt['network_g']['type'],
+                                                                                    NETWORKS[None])
     if name != 'ssl_basicvsr_demo.yml':   # the paper's settings
         assert {k: v for k, v in cfg.to_dict().items() if k in PAPER} == PAPER and cfg.method == 'ssl'
-        assert opt['network_g']['num_feat'] == 64 and opt['network_g']['num_block'] == 30
+        assert opt['network_g'][width_key] == width and opt['network_g'][depth_key] == depth
         assert train['tf_opt']['type'] == 'TFLoss' and train['pixel_opt']['type'] == 'CharbonnierLoss'
-        assert train['fix_flow'] == sparsity + 5000 and train['flow_lr_mul'] == 0.125
+        assert train['fix_flow'] == sparsity + 5000 and train['flow_lr_mul'] == flow_lr_mul
         frames = opt['datasets']['train']['num_frame']
-        assert (frames, opt['datasets']['train'].get('flip_sequence', False)) in ((15, False), (7, True))
+        assert (frames, opt['datasets']['train'].get('flip_sequence', False)) in frame_settings
     # Everything but the data and the network size is used as written.
-    small = dict(opt, datasets={}, network_g={'type': opt['network_g']['type'], 'num_feat': 8, 'num_block': 1})
+    small = dict(opt, datasets={}, network_g={'type': opt['network_g']['type'], width_key: 8, depth_key: 1})
     small['path'] = dict(opt['path'], pretrain_network_g=None)
     model = build_model(parsed(small, tmp_path))
     assert model.controller.stage == ('sparsity' if cfg.method == 'ssl' else 'finetune')
