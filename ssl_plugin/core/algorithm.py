@@ -96,6 +96,10 @@ class SSLConfig:
             raise ValueError(f'{where}.scope must be one of {list(SCOPES)}, got {cfg.scope!r}')
         if not _is_number(cfg.max_layer_ratio) or not 0 < cfg.max_layer_ratio <= 1:
             raise ValueError(f'{where}.max_layer_ratio must be in (0, 1], got {cfg.max_layer_ratio!r}')
+        if cfg.scope == 'local' and not targets and cfg.pruning_ratio > cfg.max_layer_ratio:
+            raise ValueError(f'{where}.pruning_ratio {cfg.pruning_ratio} with scope local exceeds '
+                             f'{where}.max_layer_ratio {cfg.max_layer_ratio}: every layer would be cut to the cap; '
+                             'raise max_layer_ratio')
         b = cfg.budget_size
         if b is not None and (not isinstance(b, (list, tuple)) or len(b) != 3 or not all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in b)):

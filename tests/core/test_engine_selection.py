@@ -140,6 +140,7 @@ def test_target_between_the_steps_of_align_is_an_error(host_init):
     ({'budget_size': [64, 64]}, r'ssl\.budget_size must be \[frames, height, width\]'),
     ({'pruning_ratio': None}, r'ssl\.pruning_ratio must be in \(0, 1\), got None \(or set ssl\.target_mac_ratio'),
     ({'max_layer_ratios': 0.5}, r'did you mean ssl\.max_layer_ratio'),
+    ({'scope': 'local', 'pruning_ratio': 0.9, 'max_layer_ratio': 0.8}, r'exceeds ssl\.max_layer_ratio 0\.8'),
 ])
 def test_bad_selection_options_name_the_key(d, match):
     with pytest.raises(ValueError, match=match):
