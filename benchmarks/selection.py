@@ -148,6 +148,8 @@ def main(argv=None) -> dict:
     p.add_argument('--num-feat', type=int, help='with --checkpoint: its num_feat')
     p.add_argument('--num-block', type=int, help='with --checkpoint: its num_block')
     p.add_argument('--ratio', type=float, default=0.5)
+    p.add_argument('--target-mac-ratio', type=float, help='instead of --ratio: every selection at this MAC ratio '
+                   '(ssl.target_mac_ratio), so the selections are compared at equal cost')
     p.add_argument('--only', nargs='+', choices=list(SELECTIONS), help='run only these selections')
     p.add_argument('--iters', type=int, default=200, help='finetuning iterations per selection (0: none)')
     p.add_argument('--batch', type=int, default=2)
@@ -203,7 +205,8 @@ def main(argv=None) -> dict:
             continue
         t1 = time.time()
         net = copy.deepcopy(dense)
-        ctrl = SSLController(SSLConfig.from_dict({'method': 'l1', 'pruning_ratio': args.ratio, **options}))
+        budget = {'target_mac_ratio': args.target_mac_ratio} if args.target_mac_ratio else {'pruning_ratio': args.ratio}
+        ctrl = SSLController(SSLConfig.from_dict({'method': 'l1', **budget, **options}))
         ctrl.start(net, keep_teacher=False, size=size)
         rep = ctrl.report
         assert count_macs(net, x) == rep['macs_pruned']  # the report describes the network that is evaluated
@@ -211,7 +214,8 @@ def main(argv=None) -> dict:
         torch.manual_seed(args.seed)
         losses = finetune(net, batches, args.lr) if args.iters else []
         tuned = evaluate(teacher_mod, net, data, args.eval_frames, args.eval_crop) if args.iters else cut
-        rows[name] = {'options': options, **part_widths(rep), 'mac_ratio': rep['mac_ratio'],
+        rows[name] = {'options': options, 'pruning_ratio': ctrl.ratio, **part_widths(rep),
+                      'mac_ratio': rep['mac_ratio'],
                       'param_ratio': rep['param_ratio'], 'macs_pruned': rep['macs_pruned'],
                       'params_pruned': rep['params_pruned'], 'psnr_cut': teacher_mod.mean_rgb(cut),
                       'psnr_finetuned': teacher_mod.mean_rgb(tuned), 'test_cut': cut, 'test_finetuned': tuned,
@@ -224,7 +228,8 @@ def main(argv=None) -> dict:
         'teacher': {'checkpoint': str(ckpt), 'settings': settings, 'psnr_test': teacher_mod.mean_rgb(dense_test),
                     'bicubic_test': teacher_mod.mean_rgb(bicubic_test), 'test': dense_test,
                     'stopped': meta.get('stopped'), 'best_iter': meta.get('best_iter')},
-        'ratio': args.ratio, 'size': size, 'eval_frames': args.eval_frames or None,
+        'ratio': None if args.target_mac_ratio else args.ratio, 'target_mac_ratio': args.target_mac_ratio,
+        'size': size, 'eval_frames': args.eval_frames or None,
         'eval_crop': args.eval_crop or None,
         'finetune': {'iters': args.iters, 'batch': args.batch, 'frames': args.frames, 'gt_size': args.gt_size,
                      'lr': args.lr, 'seed': args.seed},
@@ -243,7 +248,7 @@ def merge(paths: list, out: str | None) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     first = parts[0]
     for other, path in zip(parts[1:], paths[1:]):
-        for key in ('teacher', 'ratio', 'size', 'finetune', 'eval_frames', 'eval_crop'):
+        for key in ('teacher', 'ratio', 'target_mac_ratio', 'size', 'finetune', 'eval_frames', 'eval_crop'):
             if other.get(key) != first.get(key):
                 raise ValueError(f'{path}: {key} differs from {paths[0]}; only runs of one setting merge')
     result = dict(first, rows={k: v for r in parts for k, v in r['rows'].items()},
@@ -256,13 +261,15 @@ def merge(paths: list, out: str | None) -> dict:
 
 def table(result: dict) -> str:
     t = result['teacher']
-    lines = ['| Selection (ratio %.2g) | kept units per part | reconstruction kept (fusion, upconv1, upconv2, conv_hr) '
-             '| MAC ratio | PSNR after the cut | PSNR after finetuning |' % result['ratio'],
-             '|---|---|---|---:|---:|---:|']
+    at = f'ratio {result["ratio"]:.2g}' if result.get('ratio') else f'MAC ratio {result["target_mac_ratio"]}'
+    lines = [f'| Selection ({at}) | pruning ratio | kept units per part | reconstruction kept (fusion, upconv1, '
+             'upconv2, conv_hr) | MAC ratio | PSNR after the cut | PSNR after finetuning |',
+             '|---|---:|---|---|---:|---:|---:|']
     for name, r in result['rows'].items():
         parts = ', '.join(f'{p} {w}' for p, w in r['parts'].items() if p != 'reconstruction')
         recon = ', '.join(r['reconstruction_layers'].values())
-        lines.append(f'| {name} | {parts} | {recon} | {r["mac_ratio"]:.2f} | {r["psnr_cut"]:.2f} | '
+        ratio = r.get('pruning_ratio', result.get('ratio'))
+        lines.append(f'| {name} | {ratio:.3g} | {parts} | {recon} | {r["mac_ratio"]:.2f} | {r["psnr_cut"]:.2f} | '
                      f'{r["psnr_finetuned"]:.2f} |')
     f = result['finetune']
     lines.append('')
