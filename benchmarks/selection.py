@@ -9,7 +9,7 @@ after a fixed finetuning budget (the same iterations, crops, seed and learning r
 Charbonnier loss, SPyNet frozen as in the teacher's training, cosine schedule to 0).
 
     python benchmarks/selection.py                              # the cached 'bi' teacher, ratio 0.5
-    python benchmarks/selection.py --iters 300 --json docs/results/selection.json
+    python benchmarks/selection.py --target-mac-ratio 1.44             # every selection at the same MAC cost
     python benchmarks/selection.py --checkpoint net_g.pth --num-feat 32 --num-block 5   # any dense BasicVSR
 """
 from __future__ import annotations
