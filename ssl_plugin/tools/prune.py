@@ -107,7 +107,6 @@ def plot(report: dict, out: str | Path) -> None:
     colors = [plt.get_cmap('tab10')(names.index(p) % 10) for p in parts]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(keys) + 2), 3.6))
     ax.bar(range(len(keys)), kept, color=colors, width=0.85)
-    ax.set_ylim(0, 1.02)
     ax.set_ylabel('kept fraction')
     ax.set_xlabel('layer (scaling-factor key, network order)')
     if len(keys) <= 40:
@@ -115,11 +114,12 @@ def plot(report: dict, out: str | Path) -> None:
     else:
         ax.set_xticks([])
     handles = [plt.Rectangle((0, 0), 1, 1, color=plt.get_cmap('tab10')(i % 10)) for i in range(len(names))]
-    ax.legend(handles, names, fontsize=7, loc='lower right')
+    ax.legend(handles, names, fontsize=7, loc='upper left', ncol=len(names), framealpha=0.9)
+    ax.set_ylim(0, 1.15)
     s = report.get('settings') or {}
-    title = ', '.join(f'{k} {v}' for k, v in s.items() if k != 'method')
+    title = ', '.join(f'{k} {v}' for k, v in s.items() if k not in ('method', 'normalize'))
     if 'mac_ratio' in report:
-        title += f'; MAC ratio x{report["mac_ratio"]:.2f}'
+        title += f'\nMAC ratio x{report["mac_ratio"]:.3f}, params ratio x{report["param_ratio"]:.3f}'
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     atomic_write(out, lambda f: fig.savefig(f, format='png', dpi=120))
