@@ -19,8 +19,8 @@ from ssl_plugin.core.algorithm import SSLConfig  # noqa: E402
 OPTIONS = REPO / 'options'
 TRAIN_FILES = ['ssl_basicvsr_reds.yml', 'ssl_basicvsr_uni_reds.yml', 'ssl_basicvsr_vimeo_bi.yml',
                'ssl_basicvsr_vimeo_bd.yml', 'ssl_basicvsr_demo.yml']
-PAPER = {'pruning_ratio': 0.5, 'scope': 'global_normalized', 'max_layer_ratio': 0.8, 'align': 8, 'reg': {'delta': 1e-4, 'interval': 5, 'ceiling': 0.1,
-                                                          'stabilize_iter': 14000}}
+PAPER = {'pruning_ratio': 0.5, 'scope': 'global_normalized', 'max_layer_ratio': 0.8, 'align': 8,
+         'reg': {'delta': 1e-4, 'interval': 5, 'ceiling': 0.1, 'stabilize_iter': 14000}}
 
 
 def _load(name):
