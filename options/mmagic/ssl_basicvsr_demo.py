@@ -26,7 +26,8 @@ finetune_iters = 20
 model = dict(
     generator=dict(mid_channels=16, num_blocks=2, spynet_pretrained=None),
     init_cfg=None,  # nothing to download: trains from scratch
-    ssl=dict(reg=dict(delta=0.01, interval=1, ceiling=0.1, stabilize_iter=10)),
+    # align 1: at 16 channels the base's align 8 would leave a layer only 8 or 16 kept units
+    ssl=dict(align=1, reg=dict(delta=0.01, interval=1, ceiling=0.1, stabilize_iter=10)),
     train_cfg=dict(fix_iter=sparsity_iters // 2))
 
 train_pipeline = [

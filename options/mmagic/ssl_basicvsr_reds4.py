@@ -32,8 +32,10 @@ model = dict(
         'basicvsr_reds4_20120409-0e599677.pth'),
     ssl=dict(
         method='ssl',  # 'l1' = the L1-norm baseline: prune at once, then finetune
-        pruning_ratio=0.5,
-        scope='global',
+        pruning_ratio=0.5,  # or target_mac_ratio / target_params_ratio (then pruning_ratio=None)
+        scope='global_normalized',  # scores / their layer's mean, then one pool ('global': the paper's raw pool)
+        max_layer_ratio=0.8,  # no layer loses more than 80 % of its units
+        align=8,  # kept counts rounded up to multiples of 8: faster convs (README, Speed)
         reg=dict(delta=1e-4, interval=5, ceiling=0.1, stabilize_iter=14_000)),
     sir_loss=dict(type='SIRLoss', loss_weight=1.0),
     tf_loss=dict(type='TFLoss', loss_weight=1.0, distance='l1'),

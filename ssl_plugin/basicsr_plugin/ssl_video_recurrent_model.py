@@ -9,6 +9,7 @@ BasicSR's own.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter, OrderedDict
 from copy import deepcopy
 
@@ -24,10 +25,11 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..core import checkpoint as core_ckpt
 from ..core import cost_summary, describe, optim_state, scaling_factors
+from ..core import selection as core_selection
 from ..core.algorithm import FINETUNE, SPARSITY, SSLConfig, SSLController
+from ..core.io import atomic_write_text
 from ..core.options import check_finetuning_left, check_frozen_flow_under_ddp, check_near_misses
 from ..core.spec import dumps as spec_dumps
-from ..core.surgery import key_size
 from . import checkpoint as ckpt_io
 
 #: Name fragments BasicSR's ``fix_flow`` freezes (VideoRecurrentModel: the flow network and IconVSR's EDVR).
@@ -37,6 +39,18 @@ PRETRAIN_KEY = 'path.pretrain_network_g'
 TRAIN_KEYS = ('sir_opt', 'tf_opt', 'scheduler_starts_at_finetune', 'ssl_gamma_lr_mul')
 LOGGER_KEYS = ('ssl_per_layer',)
 STATE_KEY = 'ssl'
+#: The per-layer selection report, written beside the checkpoints (``path.models``) when S is chosen.
+REPORT_FILE = 'ssl_selection.json'
+
+
+def budget_size(opt, topology) -> list[int] | None:
+    """(frames, H, W) of the LR training clip: ``datasets.train`` ``num_frame`` and ``gt_size`` / the network's
+    scale; None when the options do not say (then ``ssl.budget_size`` must, for a MAC target)."""
+    train = (opt.get('datasets') or {}).get('train') or {}
+    frames, gt = train.get('num_frame'), train.get('gt_size')
+    if not isinstance(frames, int) or frames < 2 or not gt:
+        return None
+    return core_selection.lr_size(frames, gt, topology)
 
 
 def _distributed() -> bool:
@@ -148,7 +162,7 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
             if self.opt['path'].get('pretrain_network_g') is None:
                 for e in ema:  # BasicSR copied each rank's own initialisation: copy the synchronised one
                     self._copy_weights(bare, e)
-            self.controller.start(bare, others=ema)
+            self.controller.start(bare, others=ema, size=budget_size(self.opt, describe(bare)))
             if self.controller.stage == FINETUNE:
                 _check_ranks_agree(self.controller.spec)
             self._log_selection(logger, bare, dense)
@@ -381,16 +395,15 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
 
     @master_only
     def _log_selection(self, logger, net, dense=None) -> None:
+        """The per-layer selection report in the log and as ``path.models/ssl_selection.json``."""
         c = self.controller
-        sized = net if dense is None else dense
-        topology = describe(sized)
-        total = {k: key_size(sized, topology, k) for k in topology.keys()}
-        n_pruned = sum(v.numel() for v in c.pruned.values())
-        logger.info(f'SSL: method {c.cfg.method}, {c.cfg.scope} pruning ratio {c.cfg.pruning_ratio}: '
-                    f'|S| = {n_pruned} of {sum(total.values())} units')
-        for key, n in total.items():
-            idx = c.pruned.get(key)
-            logger.info(f'SSL:   {key}: |S| {0 if idx is None else idx.numel()}/{n}')
+        for line in core_selection.format_report(c.report):
+            logger.info(f'SSL: {line}')
+        models = self.opt['path'].get('models')
+        if models and os.path.isdir(models):  # BasicSR's make_exp_dirs creates it before the model is built
+            path = os.path.join(models, REPORT_FILE)
+            atomic_write_text(path, core_selection.dumps(c.report))
+            logger.info(f'SSL: selection report written to {path}')
         advice = c.width_advice()
         if advice:
             logger.warning(advice)

@@ -17,11 +17,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .criterion import l1_scores, select_unimportant, tie_kept_counts
+from .criterion import SCOPES, l1_scores, select_unimportant, tie_kept_counts
 from .losses import SIRLoss, TFLoss
 from .options import unknown_key_message
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
+from .selection import TARGETS, CostModel, example_clip, find_ratio, selection_report
 from .sir import SparsityRegularizer, gamma_stats, stage_length
 from .spec import SpecError, check_format, is_aligned
 from .surgery import apply_spec, prune, unit_fields
@@ -47,10 +48,20 @@ class RegConfig:
 @dataclass
 class SSLConfig:
     method: str = 'ssl'
-    pruning_ratio: float = 0.5
-    scope: str = 'global'
+    #: Fraction of the prunable units removed; None (and left out) when a budget target chooses it.
+    pruning_ratio: float | None = 0.5
+    #: The measured winner on a trained BasicVSR (README, Results: Selection); 'global' is the paper's raw pool.
+    scope: str = 'global_normalized'
+    #: 1 here so narrow networks still prune unit by unit; the shipped option files set 8 (README, Speed).
     align: int = 1
     normalize: bool = True
+    #: No layer loses more than this fraction of its units (1: only "at least one unit stays").
+    max_layer_ratio: float = 0.8
+    #: Budgets, each instead of pruning_ratio: dense / pruned MACs (on ``budget_size``) or params.
+    target_mac_ratio: float | None = None
+    target_params_ratio: float | None = None
+    #: (frames, H, W) of the LR clip the MACs are counted on; default: the host's training clip.
+    budget_size: list | None = None
     skip: list = field(default_factory=list)
     #: A dense checkpoint for the Temporal Finetuning teacher (default: the network at the end of the sparsity stage;
     #: required for TF in a run that starts from an already pruned checkpoint). Each host reads its own format.
@@ -70,16 +81,46 @@ class SSLConfig:
         for k in reg:
             if k not in known_reg:
                 raise ValueError(unknown_key_message(f'{where}.reg', k, known_reg))
+        targets = [t for t in TARGETS if d.get(t) is not None]
+        if len(targets) > 1:
+            raise ValueError(f'{where}: set one budget target, not both {targets[0]} and {targets[1]}')
+        if targets and d.get('pruning_ratio') is not None:
+            raise ValueError(f'{where}.{targets[0]} chooses the pruning ratio: leave out {where}.pruning_ratio '
+                             '(or set it to None / ~ in a config that inherits one)')
+        if targets:
+            d['pruning_ratio'] = None
         cfg = cls(**d, reg=RegConfig(**reg))
         if cfg.method not in METHODS:
             raise ValueError(f'{where}.method must be one of {METHODS}, got {cfg.method!r}')
-        if not isinstance(cfg.pruning_ratio, (int, float)) or not 0 < cfg.pruning_ratio < 1:
-            raise ValueError(f'{where}.pruning_ratio must be in (0, 1), got {cfg.pruning_ratio!r}')
-        if cfg.scope not in ('global', 'local'):
-            raise ValueError(f"{where}.scope must be 'global' or 'local', got {cfg.scope!r}")
+        if not targets and (not _is_number(cfg.pruning_ratio) or not 0 < cfg.pruning_ratio < 1):
+            raise ValueError(f'{where}.pruning_ratio must be in (0, 1), got {cfg.pruning_ratio!r}'
+                             + (' (or set ssl.target_mac_ratio / target_params_ratio)' if cfg.pruning_ratio is None
+                                else ''))
+        for t in targets:
+            v = getattr(cfg, t)
+            if not _is_number(v) or not v > 1:
+                raise ValueError(f'{where}.{t} must be a number above 1 (dense / pruned), got {v!r}')
+        if cfg.scope not in SCOPES:
+            raise ValueError(f'{where}.scope must be one of {list(SCOPES)}, got {cfg.scope!r}')
+        if not _is_number(cfg.max_layer_ratio) or not 0 < cfg.max_layer_ratio <= 1:
+            raise ValueError(f'{where}.max_layer_ratio must be in (0, 1], got {cfg.max_layer_ratio!r}')
+        if cfg.scope == 'local' and not targets and cfg.pruning_ratio > cfg.max_layer_ratio:
+            raise ValueError(f'{where}.pruning_ratio {cfg.pruning_ratio} with scope local exceeds '
+                             f'{where}.max_layer_ratio {cfg.max_layer_ratio}: every layer would be cut to the cap; '
+                             'raise max_layer_ratio')
+        b = cfg.budget_size
+        if b is not None and (not isinstance(b, (list, tuple)) or len(b) != 3 or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in b)):
+            raise ValueError(f'{where}.budget_size must be [frames, height, width] of the LR clip (positive '
+                             f'integers), got {b!r}')
+        if b is not None:
+            cfg.budget_size = list(b)
         if cfg.optimizer_at_prune not in OPTIMIZER_AT_PRUNE:
             raise ValueError(f'{where}.optimizer_at_prune must be one of {OPTIMIZER_AT_PRUNE}, '
                              f'got {cfg.optimizer_at_prune!r}')
+        if cfg.method == 'aligned' and targets:
+            raise ValueError(f'{where}.{targets[0]}: budget targets are not supported with method aligned yet '
+                             '(its cost model does not know thinner hidden states); set pruning_ratio')
         if not isinstance(cfg.normalize, bool):
             raise ValueError(f'{where}.normalize must be true or false, got {cfg.normalize!r}')
         if not isinstance(cfg.align, int) or isinstance(cfg.align, bool) or cfg.align < 1:
@@ -110,6 +151,24 @@ class SSLConfig:
     def aligned(self) -> bool:
         """Whether the method works on the aligned view of the topology (``describe(net, aligned=...)``)."""
         return self.method == 'aligned'
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """``(option, value)`` of the budget target, or None when ``pruning_ratio`` is given."""
+        for t in TARGETS:
+            if getattr(self, t) is not None:
+                return t, getattr(self, t)
+        return None
+
+    def settings(self) -> dict:
+        """What chose S, for logs and the selection report."""
+        out = {'method': self.method, 'scope': self.scope, 'align': self.align, 'normalize': self.normalize,
+               'max_layer_ratio': self.max_layer_ratio}
+        if self.target:
+            out[self.target[0]] = self.target[1]
+        else:
+            out['pruning_ratio'] = self.pruning_ratio
+        return out
 
     @property
     def sparsity_iters(self) -> int:
@@ -151,6 +210,8 @@ class SSLController:
         self.spec: dict | None = None
         self.teacher_state: dict | None = None
         self.unit_counts: dict[str, int] = {}  # units per layer at start(), for width_advice()
+        self.ratio: float | None = None  # the pruning ratio S was chosen at (the budget target's, if any)
+        self.report: dict | None = None  # selection_report() of S at start()
         self.cuts: dict = {}  # the last prune's surgery record (per conv: where its tensors came from); not saved
         self.sir_loss: nn.Module = SIRLoss()
         self.tf_loss: nn.Module | None = TFLoss()
@@ -180,17 +241,16 @@ class SSLController:
         self._topology = None
 
     # -- start -------------------------------------------------------------------------------------------------
-    def start(self, net: nn.Module, others=(), keep_teacher: bool = True) -> None:
-        """Choose S on the dense ``net``; method ``ssl`` inserts γ (also into ``others``), ``l1`` prunes at once."""
+    def start(self, net: nn.Module, others=(), keep_teacher: bool = True, size=None) -> None:
+        """Choose S on the dense ``net``; method ``ssl`` inserts γ (also into ``others``), ``l1`` prunes at once.
+
+        ``size``: (frames, H, W) of the host's LR training clip, where MACs are counted (for ``target_mac_ratio``
+        and the report); ``cfg.budget_size`` overrides it. :attr:`report` holds the per-layer selection report."""
         net = bare_model(net)
         topology = describe(net, aligned=self.cfg.aligned)
         skipped = topology.skipped_keys(self.cfg.skip)
-        keys = [k for k in topology.keys() if k not in skipped]
-        scores = l1_scores(net, topology, keys=keys, normalize=self.cfg.normalize)
-        pruned = select_unimportant(scores, self.cfg.pruning_ratio, self.cfg.scope, self.cfg.align)
-        if topology.is_aligned:
-            pruned = tie_kept_counts(pruned, scores, topology.width_ties())
-        self.pruned = _broadcast(pruned)
+        scores = self.scores(net, topology)
+        self.ratio, self.pruned, self.report = _broadcast(self.choose(net, topology, scores, size))
         self.unit_counts = {k: int(v.numel()) for k, v in scores.items()}
         self._forget_topology()
         if self.cfg.method == 'l1':
@@ -214,6 +274,30 @@ class SSLController:
         c.pruned = pruned_sets(spec, topology)
         c.unit_counts = {k: int(n) for k, n in unit_totals(spec, topology).items()}
         return c
+
+    def scores(self, net: nn.Module, topology: Topology) -> dict:
+        """L1 scores of every unit that ``skip`` does not protect."""
+        skipped = topology.skipped_keys(self.cfg.skip)
+        keys = [k for k in topology.keys() if k not in skipped]
+        return l1_scores(bare_model(net), topology, keys=keys, normalize=self.cfg.normalize)
+
+    def choose(self, net: nn.Module, topology: Topology, scores: dict, size=None) -> tuple[float, dict, dict]:
+        """``(ratio, S, report)`` for these scores: at ``pruning_ratio``, or bisected to the budget target."""
+        cfg = self.cfg
+        size = cfg.budget_size or size
+        if cfg.target and cfg.target[0] == 'target_mac_ratio' and size is None:
+            raise ValueError('ssl.target_mac_ratio: no frame size to count MACs on; set ssl.budget_size: '
+                             '[frames, height, width] of the LR clip')
+        cost = CostModel.measure(net, topology, example_clip(net, topology, size) if size else None)
+        if cfg.target:
+            ratio, pruned, _ = find_ratio(scores, cost, net, topology, *cfg.target, cfg.scope, cfg.align,
+                                          cfg.max_layer_ratio)
+        else:
+            ratio = cfg.pruning_ratio
+            pruned = select_unimportant(scores, ratio, cfg.scope, cfg.align, cfg.max_layer_ratio)
+            if topology.is_aligned:
+                pruned = tie_kept_counts(pruned, scores, topology.width_ties())
+        return ratio, pruned, selection_report(net, topology, pruned, cost, ratio, cfg.settings())
 
     def width_advice(self, multiple: int = 8) -> str | None:
         """A hint for the log when S leaves pruned layers at kept counts that are not a multiple of ``multiple``:
@@ -343,7 +427,8 @@ class SSLController:
         """Everything needed to continue exactly (tensors, str, numbers; loadable with ``weights_only=True``)."""
         return {'cfg': self.cfg.to_dict(), 'stage': self.stage, 'pruned': self.pruned,
                 'sir': self.sir.state_dict() if self.sir else None, 'spec': self.spec,
-                'teacher_state': self.teacher_state, 'unit_counts': dict(self.unit_counts)}
+                'teacher_state': self.teacher_state, 'unit_counts': dict(self.unit_counts), 'ratio': self.ratio,
+                'report': self.report}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> 'SSLController':
@@ -351,6 +436,7 @@ class SSLController:
         c.stage, c.pruned, c.spec, c.teacher_state = state['stage'], state['pruned'], state['spec'], \
             state['teacher_state']
         c.unit_counts = dict(state.get('unit_counts') or {})
+        c.ratio, c.report = state.get('ratio', c.cfg.pruning_ratio), state.get('report')
         c.sir = SparsityRegularizer.from_state_dict(state['sir']) if state['sir'] else None
         return c
 

@@ -4,6 +4,11 @@ A *unit* is what one scaling factor controls: a filter, a residual block's input
 Its score is the L1 norm of its weights. By default the norm is divided by the unit's number of weights (``normalize``)
 so that units of different fan-in (a 1x1 fusion filter, a 3x3 residual filter, a 4-filter pixel-shuffle group) compare
 fairly in one global pool, as the official code's mean |W| does.
+
+Scopes: ``global`` pools the raw scores (the paper, literally); ``global_normalized`` divides each layer's scores by
+that layer's mean before pooling (as Torch-Pruning's global pruning normalises per group), so a layer initialised or
+trained at a smaller scale (BasicSR / MMagic residual blocks start 10x smaller) is not taken first as a whole;
+``local`` takes the same fraction of every layer. ``max_layer_ratio`` caps the fraction any one layer loses.
 """
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ def l1_scores(net: nn.Module, topology: Topology, keys=None, normalize: bool = T
             w = w.detach().reshape(w.shape[0], -1).abs().double().cpu()
             scores[key] = w.mean(1) if normalize else w.sum(1)
     return scores
+
+
+SCOPES = ('global', 'global_normalized', 'local')
 
 
 @torch.no_grad()
@@ -84,51 +92,75 @@ def _kept_count(n: int, n_pruned: int, align: int) -> int:
     return kept
 
 
-def _global_marks(scores: dict[str, torch.Tensor], keys: list[str], ratio: float) -> dict[str, torch.Tensor]:
-    """The ``ceil(p*N)`` smallest scores of the pool, skipping any that would leave its key without a unit."""
+def max_pruned(n: int, max_layer_ratio: float) -> int:
+    """Most units a layer of ``n`` may lose: ``floor(max_layer_ratio * n)``, and always one unit kept."""
+    return min(math.floor(round(max_layer_ratio * n, 9)), n - 1)
+
+
+def normalized_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each layer's scores divided by their mean (a layer of zeros stays zeros): the pool then compares a unit with
+    its own layer, not the layers' scales."""
+    out = {}
+    for k, s in scores.items():
+        mean = s.mean()
+        out[k] = s / mean if mean > 0 else s.clone()
+    return out
+
+
+def _global_marks(scores: dict[str, torch.Tensor], keys: list[str], ratio: float,
+                  max_layer_ratio: float = 1.0) -> dict[str, torch.Tensor]:
+    """The ``ceil(p*N)`` smallest scores of the pool, skipping any beyond its key's limit (``max_pruned``)."""
     sizes = torch.tensor([scores[k].numel() for k in keys])
+    limits = torch.tensor([max_pruned(scores[k].numel(), max_layer_ratio) for k in keys])
     flat = torch.cat([scores[k] for k in keys])
     owner = torch.repeat_interleave(torch.arange(len(keys)), sizes)
     index = torch.cat([torch.arange(n) for n in sizes.tolist()])
     n_pruned = min(math.ceil(round(ratio * flat.numel(), 9)), flat.numel())
     order = torch.sort(flat, stable=True).indices
     owner_sorted = owner[order]
-    # Rank of each unit among its own key's units in pool order; a key's last unit (rank n - 1) is never marked.
+    # Rank of each unit among its own key's units in pool order; units from the key's limit on are never marked.
     rank = torch.empty_like(order)
     for i in range(len(keys)):
         at = torch.nonzero(owner_sorted == i).flatten()
         rank[at] = torch.arange(at.numel())
-    order = order[rank < sizes[owner_sorted] - 1][:n_pruned]
+    order = order[rank < limits[owner_sorted]][:n_pruned]
     return {k: torch.sort(index[order][owner[order] == i]).values for i, k in enumerate(keys)}
 
 
 def select_unimportant(scores: dict[str, torch.Tensor], ratio: float, scope: str = 'global',
-                       align: int = 1) -> dict[str, torch.Tensor]:
+                       align: int = 1, max_layer_ratio: float = 1.0) -> dict[str, torch.Tensor]:
     """Indices (sorted, int64) of the units to prune, per key.
 
-    * ``global`` (the paper): pool every score, mark the ``ceil(p*N)`` smallest; ``local``: ``ceil(p*n)`` per key.
+    * ``global`` (the paper): pool every score, mark the ``ceil(p*N)`` smallest; ``global_normalized``: the same
+      on scores divided by their layer's mean; ``local``: ``ceil(p*n)`` per key;
     * ties are broken by position (key order, then index), so the choice is deterministic;
-    * every key keeps at least one unit: in the global pool a key's last unit is passed over and the next smallest
-      score elsewhere is taken instead, so exactly ``ceil(p*N)`` units are marked whenever that is possible;
+    * no key loses more than ``floor(max_layer_ratio * n)`` units and every key keeps at least one: in a pool the
+      units beyond a key's limit are passed over and the next smallest scores elsewhere are taken instead, so
+      exactly ``ceil(p*N)`` units are marked whenever the limits allow it;
     * with ``align > 1`` the kept count is rounded up to a multiple of ``align`` (fewer units pruned, the
       highest-scoring marked ones are given back) so the pruned convs keep hardware-friendly widths.
     """
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f'pruning ratio must be in (0, 1), got {ratio}')
-    if scope not in ('global', 'local'):
-        raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
-    if int(align) != align or align < 1:
-        raise ValueError(f'align must be a positive integer, got {align}')
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+        raise ValueError(f'pruning ratio must be in (0, 1), got {ratio!r}')
+    if scope not in SCOPES:
+        raise ValueError(f'scope must be one of {SCOPES}, got {scope!r}')
+    if isinstance(align, bool) or int(align) != align or align < 1:
+        raise ValueError(f'align must be a positive integer, got {align!r}')
+    if isinstance(max_layer_ratio, bool) or not isinstance(max_layer_ratio, (int, float)) or \
+            not 0.0 < max_layer_ratio <= 1.0:
+        raise ValueError(f'max_layer_ratio must be in (0, 1], got {max_layer_ratio!r}')
     if not scores:
         raise ValueError('no prunable units (is everything skipped?)')
     keys = list(scores)
-    if scope == 'global':
-        marked = _global_marks(scores, keys, ratio)
-    else:
+    if scope == 'local':
         marked = {}
         for k in keys:
-            n_pruned = math.ceil(round(ratio * scores[k].numel(), 9))
-            marked[k] = torch.sort(torch.sort(scores[k], stable=True).indices[:n_pruned]).values
+            n = scores[k].numel()
+            n_pruned = min(math.ceil(round(ratio * n, 9)), max_pruned(n, max_layer_ratio))
+            marked[k] = torch.sort(torch.sort(scores[k], stable=True).indices[:max(n_pruned, 0)]).values
+    else:
+        pool = normalized_scores(scores) if scope == 'global_normalized' else scores
+        marked = _global_marks(pool, keys, ratio, max_layer_ratio)
     pruned = {}
     for k in keys:
         s, m = scores[k], marked[k]

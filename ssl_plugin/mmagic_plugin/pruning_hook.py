@@ -13,14 +13,17 @@
 from __future__ import annotations
 
 import math
+import os
 
 from mmagic.registry import HOOKS, MODELS
 from mmengine.hooks import EMAHook, Hook, LoggerHook
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from ..core import checkpoint as core_ckpt
-from ..core import count_params
+from ..core import count_params, describe
+from ..core import selection as core_selection
 from ..core.algorithm import FINETUNE, SPARSITY, SSLController
+from ..core.io import atomic_write_text
 from ..core.options import check_finetuning_left, check_frozen_flow_under_ddp
 from .checks import check_config_schedule, ddp_finds_unused_parameters
 from .loading import check_generator_loaded, runner_dense_sources
@@ -28,7 +31,30 @@ from .rebuild import TrainStateRebuilder, bare_runner_model
 from .ssl_basicvsr import SSLBasicVSR, reject_unknown_arguments
 
 CHECKPOINT_KEY = 'ssl'
+#: The per-layer selection report, written into the work dir (beside the checkpoints) when S is chosen.
+REPORT_FILE = 'ssl_selection.json'
 SPARSITY_SCALARS = ('train/loss_sir', 'train/ssl/alpha', 'train/ssl/gamma_pruned', 'train/ssl/gamma_kept')
+
+
+def _get(cfg, key, default=None):
+    if cfg is None:
+        return default
+    return cfg.get(key, default) if hasattr(cfg, 'get') else getattr(cfg, key, default)
+
+
+def budget_size(cfg, topology) -> list[int] | None:
+    """(frames, H, W) of the LR training clip from an mmengine config: the train dataset's ``num_input_frames`` and
+    the pipeline's ``PairedRandomCrop`` ``gt_patch_size`` / the network's scale; None when the config does not say
+    (then ``model.ssl.budget_size`` must, for a MAC target)."""
+    dataset = _get(_get(cfg, 'train_dataloader'), 'dataset')
+    while _get(dataset, 'dataset') is not None:  # RepeatDataset and other wrappers
+        dataset = _get(dataset, 'dataset')
+    frames = _get(dataset, 'num_input_frames')
+    crop = next((_get(t, 'gt_patch_size') for t in (_get(dataset, 'pipeline') or [])
+                 if _get(t, 'type') == 'PairedRandomCrop'), None)
+    if not isinstance(frames, int) or frames < 2 or not crop:
+        return None
+    return core_selection.lr_size(frames, crop, topology)
 
 
 @HOOKS.register_module()
@@ -104,12 +130,13 @@ class SSLPruningHook(Hook):
             ctrl = model.attach(SSLController(model.ssl_cfg))
             self._load_tf_teacher(runner, model, ctrl)
             state = TrainStateRebuilder(runner)
-            ctrl.start(model.generator)
+            ctrl.start(model.generator, size=budget_size(getattr(runner, 'cfg', None), describe(model.generator)))
             # fix_iter counts from the start of the SSL run, not from a pretrained checkpoint's step counter.
             model.step_counter.fill_(runner.iter)
             state.rebuild(next_iter=runner.iter)
-            runner.logger.info(f'SSL: started ({ctrl.cfg.method}, pruning_ratio {ctrl.cfg.pruning_ratio}, '
+            runner.logger.info(f'SSL: started ({ctrl.cfg.method}, pruning_ratio {ctrl.ratio}, '
                                f'scope {ctrl.cfg.scope}); |S| = {self._num_pruned(ctrl)} units')
+            self._report_selection(runner, ctrl)
             advice = ctrl.width_advice()
             if advice:
                 runner.logger.warning(advice)
@@ -120,6 +147,19 @@ class SSLPruningHook(Hook):
         if ctrl.stage == SPARSITY and ctrl.sir is not None:
             at = runner.iter + (ctrl.sir.total_iters() - ctrl.sir.iter) * self._accumulation(runner)
             runner.logger.info(f'SSL: sparsity stage prunes after iteration {at} (of {runner.max_iters})')
+
+    @staticmethod
+    def _report_selection(runner, ctrl: SSLController) -> None:
+        """The per-layer selection report in the log and as ``<work_dir>/ssl_selection.json`` (main process)."""
+        if getattr(runner, 'rank', 0) != 0:
+            return
+        for line in core_selection.format_report(ctrl.report):
+            runner.logger.info(f'SSL: {line}')
+        work_dir = getattr(runner, 'work_dir', None)
+        if work_dir:
+            path = os.path.join(work_dir, REPORT_FILE)
+            atomic_write_text(path, core_selection.dumps(ctrl.report))
+            runner.logger.info(f'SSL: selection report written to {path}')
 
     @staticmethod
     def _accumulation(runner) -> int:

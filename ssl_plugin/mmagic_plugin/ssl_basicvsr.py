@@ -47,8 +47,9 @@ class SSLBasicVSR(BasicVSR):
     """BasicVSR editor with SSL losses.
 
     Args:
-        ssl (dict): SSL options, validated by the engine (``method``, ``pruning_ratio``, ``scope``, ``align``,
-            ``normalize``, ``skip``, ``reg=dict(delta, interval, ceiling, stabilize_iter)``).
+        ssl (dict): SSL options, validated by the engine (``method``, ``pruning_ratio`` or ``target_mac_ratio`` /
+            ``target_params_ratio`` with ``budget_size``, ``scope``, ``max_layer_ratio``, ``align``, ``normalize``,
+            ``skip``, ``reg=dict(delta, interval, ceiling, stabilize_iter)``).
         sir_loss (dict): config of the L_SIR term (``SIRLoss``).
         tf_loss (dict | None): config of the L_TF term (``TFLoss``); None finetunes with the pixel loss only
             (the ablation without Temporal Finetuning).

@@ -31,6 +31,12 @@ def _opt(tiny_data, **changes):
     ({'ssl__pruning_ratio': 0}, 'ssl.pruning_ratio'),
     ({'ssl__method': 'magnitude'}, 'ssl.method'),
     ({'ssl__scope': 'layer'}, 'ssl.scope'),
+    ({'ssl__max_layer_ratio': 1.5}, 'ssl.max_layer_ratio'),
+    ({'ssl__target_mac_ratio': 2.0}, 'ssl.target_mac_ratio chooses the pruning ratio'),
+    ({'ssl__target_mac_ratio': 0.5, 'ssl__pruning_ratio': ...}, 'ssl.target_mac_ratio must be a number above 1'),
+    ({'ssl__budget_size': [40, 40]}, 'ssl.budget_size'),
+    # SPyNet is never pruned: a tiny BasicVSRUni cannot lose 4/5 of its parameters
+    ({'ssl__target_params_ratio': 5.0, 'ssl__pruning_ratio': ...}, 'ssl.target_params_ratio = 5.0: unreachable'),
     ({'ssl__skip': ['forward_trunk.main.9.*']}, 'ssl.skip'),
     ({'ssl__colour': 'red'}, 'ssl.colour'),
     ({'ssl__reg': {'delta': -1.0}}, 'ssl.reg.delta'),
@@ -162,6 +168,21 @@ def test_sparsity_stage_checkpoint_cannot_seed_a_new_run(tiny_data, tmp_path):
     path = tmp_path / 'experiments' / 'opts' / 'models' / 'net_g_1.pth'
     with pytest.raises(ValueError, match=r'path\.pretrain_network_g .*sparsity-stage SSL checkpoint'):
         _build(_opt(tiny_data, path__pretrain_network_g=str(path)), tmp_path / 'again')
+
+
+def test_selection_report_is_logged_and_saved_beside_the_checkpoints(tiny_data, tmp_path):
+    import json
+    opt = _opt(tiny_data, ssl__pruning_ratio=..., ssl__target_mac_ratio=1.04, ssl__budget_size=[2, 40, 40],
+               ssl__scope='global_normalized', ssl__max_layer_ratio=0.75)
+    models = tmp_path / 'experiments' / 'opts' / 'models'
+    models.mkdir(parents=True)  # BasicSR's make_exp_dirs, before the model is built
+    ctrl = _build(opt, tmp_path).controller
+    report = json.loads((models / 'ssl_selection.json').read_text())
+    assert report == json.loads(json.dumps(ctrl.report))
+    assert abs(report['mac_ratio'] / 1.04 - 1) <= 0.02 and report['pruning_ratio'] == ctrl.ratio
+    assert report['size'] == [2, 40, 40] and report['settings']['target_mac_ratio'] == 1.04
+    assert {k: v['pruned'] for k, v in report['layers'].items()} == {k: v.numel() for k, v in ctrl.pruned.items()}
+    assert all(v['pruned'] <= 0.75 * v['units'] for v in report['layers'].values())
 
 
 def test_tf_is_on_by_default_and_off_with_a_null_tf_opt(tiny_data, tmp_path):

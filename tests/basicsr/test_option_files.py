@@ -25,8 +25,8 @@ NETWORKS = {
     'BasicVSRPlusPlus': ('mid_channels', 'num_blocks', 64, 7, ((30, False),), 0.25),
     None: ('num_feat', 'num_block', 64, 30, ((15, False), (7, True)), 0.125),
 }
-PAPER = {'pruning_ratio': 0.5, 'scope': 'global', 'reg': {'delta': 1e-4, 'interval': 5, 'ceiling': 0.1,
-                                                          'stabilize_iter': 14000}}
+PAPER = {'pruning_ratio': 0.5, 'scope': 'global_normalized', 'max_layer_ratio': 0.8, 'align': 8,
+         'reg': {'delta': 1e-4, 'interval': 5, 'ceiling': 0.1, 'stabilize_iter': 14000}}
 
 
 def _load(name):

@@ -103,7 +103,10 @@ def test_fix_flow_and_flow_group_survive_pruning(straight):
 def test_logs_stage_alpha_losses_and_gammas(straight):
     log = straight.log
     assert f'SSL: sparsity stage finished at iter {PRUNE_AT}' in log
-    assert 'SSL: method ssl, global pruning ratio 0.5' in log and 'MACs per clip' in log
+    assert 'SSL: method ssl, global pruning ratio 0.5' not in log  # the selection report replaced that line
+    assert 'SSL: selection (method ssl, scope global_normalized' in log and 'at pruning ratio 0.5' in log
+    assert 'SSL:   forward_trunk.main.2.0.conv1 ' in log and 'MACs per clip' in log  # no clip size: params only
+    assert (straight.cwd / 'experiments' / straight.opt['name'] / 'models' / 'ssl_selection.json').is_file()
     assert 'pruned layers keep a unit count that is not a multiple of 8' in log  # tiny widths: width advice
     for word in ('l_sir:', 'ssl_alpha:', 'ssl_gamma_pruned:', 'ssl_gamma_kept:', 'l_tf:',
                  'ssl_gamma_pruned/forward_trunk.main.2.0.conv1:'):
@@ -172,7 +175,7 @@ def test_l1_method_prunes_at_start_without_sir(tiny_data, tmp_path):
     run_entry(TRAIN, write_options(tmp_path, opt), tmp_path, '--debug', '--force_yml', 'train:total_iter=2')
     exp = _exp(tmp_path, 'debug_l1_run')
     log = _log_text(exp)
-    assert 'SSL: method l1' in log and 'l_sir' not in log and 'l_tf:' in log
+    assert 'SSL: selection (method l1, ' in log and 'l_sir' not in log and 'l_tf:' in log
     assert sorted(_logged_lrs(log)) == [1, 2]
     assert 'ssl_spec' in _load(exp / 'models' / 'net_g_latest.pth')
 

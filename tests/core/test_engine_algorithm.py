@@ -39,9 +39,10 @@ def toy(seed=0, feat=8, blocks=2):
 
 # -- SSLConfig -------------------------------------------------------------------------------------------------------
 
-def test_defaults_are_the_papers():
+def test_defaults_are_the_papers_but_the_pool_is_normalised():
     cfg = SSLConfig.from_dict(None)
-    assert (cfg.method, cfg.pruning_ratio, cfg.scope, cfg.align) == ('ssl', 0.5, 'global', 1)
+    assert (cfg.method, cfg.pruning_ratio, cfg.scope, cfg.align) == ('ssl', 0.5, 'global_normalized', 1)
+    assert cfg.max_layer_ratio == 0.8 and cfg.target is None
     assert (cfg.reg.delta, cfg.reg.interval, cfg.reg.ceiling, cfg.reg.stabilize_iter) == (1e-4, 5, 0.1, 14000)
     assert SSLConfig.from_dict(cfg.to_dict()) == cfg
 

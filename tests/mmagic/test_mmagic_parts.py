@@ -109,6 +109,12 @@ def test_pruned_checkpoint_into_dense_model_is_an_error():
 
 
 @pytest.mark.parametrize('ssl, match', [(dict(pruning_ratio=1.5), r'model\.ssl\.pruning_ratio'),
+                                        (dict(scope='globl'), r'model\.ssl\.scope must be one of'),
+                                        (dict(max_layer_ratio=0), r'model\.ssl\.max_layer_ratio'),
+                                        (dict(target_mac_ratio=2, pruning_ratio=0.5),
+                                         r'model\.ssl\.target_mac_ratio chooses'),
+                                        (dict(target_params_ratio=1, pruning_ratio=None),
+                                         r'model\.ssl\.target_params_ratio must be a number above 1'),
                                         (dict(ratio=0.5), r'model\.ssl\.ratio: unknown option')])
 def test_bad_ssl_options_name_the_key(ssl, match):
     with pytest.raises(ValueError, match=match):

@@ -1,6 +1,8 @@
 """SSLPruningHook under mmengine's Runner: one continuous run (sparsity -> prune -> finetune) checked against the
 reference learning-rate schedule and the optimizer's parameter set, then resumes from checkpoints of both stages that
 must end exactly where the continuous run ended."""
+import json
+
 import pytest
 import torch
 from mm_helpers import FINETUNE_ITERS, SPARSITY_ITERS, run_in_process, write_user_config
@@ -61,6 +63,11 @@ def test_stages_structure_and_checkpoints(continuous):
     assert not any(k.startswith('_teacher') for k in after['state_dict'])
     teacher = ctrl._teacher
     assert teacher is not None and not any(p is q for p in teacher.parameters() for q in model.parameters())
+    # the per-layer selection report, logged and saved beside the checkpoints, on the config's training clip
+    report = json.loads((work / 'ssl_selection.json').read_text())
+    assert report == json.loads(json.dumps(ctrl.report))
+    assert {k: v['pruned'] for k, v in report['layers'].items()} == {k: v.numel() for k, v in ctrl.pruned.items()}
+    assert report['size'][0] == 4 and report['macs_pruned'] < report['macs_dense']
 
 
 def test_learning_rate_continuous_and_every_parameter_optimized(continuous):
