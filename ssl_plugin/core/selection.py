@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .criterion import select_unimportant
 from .registry import bare_model
 from .surgery import key_size
-from .topology import PixelShuffleUnit, ResidualUnit, Topology, get_module
+from .topology import AlignedGroup, PixelShuffleUnit, ResidualUnit, Topology, get_module
 
 #: A budget target is met when the achieved ratio is within this fraction of it.
 BUDGET_TOLERANCE = 0.02
@@ -68,7 +68,17 @@ def conv_widths(net: nn.Module, topology: Topology, pruned: dict[str, torch.Tens
         return out[path]
 
     for unit in topology.units:
-        if isinstance(unit, ResidualUnit):
+        if isinstance(unit, AlignedGroup):  # the skip path: every writer's filters, every reader's inputs
+            n_lost = lost.get(unit.key, 0)
+            for w in unit.writers:
+                entry(w)[2] -= n_lost
+            for reader in unit.readers:
+                entry(reader.path)[0] -= n_lost
+        elif isinstance(unit, ResidualUnit) and unit.group is not None:  # only its inner filters are its own
+            n_lost = lost.get(unit.conv1_path, 0)
+            entry(unit.conv1_path)[2] -= n_lost
+            entry(unit.conv2_path)[0] -= n_lost
+        elif isinstance(unit, ResidualUnit):
             k_in, k_mid, k_out = unit.keys
             c1, c2 = entry(unit.conv1_path), entry(unit.conv2_path)
             c1[0] -= lost.get(k_in, 0)
@@ -105,7 +115,9 @@ class CostModel:
             if isinstance(unit, ResidualUnit):
                 part_of.setdefault(_top(unit.path), _top(unit.path))
         for unit in topology.units:
-            if not isinstance(unit, ResidualUnit):
+            if isinstance(unit, AlignedGroup):
+                part_of.setdefault(_top(unit.path), _top(unit.path))
+            elif not isinstance(unit, ResidualUnit):
                 for p in (unit.path, *(c.path for c in unit.consumers)):
                     part_of.setdefault(_top(p), RECONSTRUCTION)
         for name, _ in net.named_children():

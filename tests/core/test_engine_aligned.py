@@ -219,3 +219,24 @@ def test_controller_cycle_resume_and_tf_at_kept_channels():
     with torch.no_grad(), ctrl.clip_losses(net, x) as terms:  # the controller's TF term does the same
         net(x)
     assert float(terms['tf']) < 1e-12
+
+
+@pytest.mark.parametrize('arch', ['BasicVSR', 'BasicVSRUni'])
+def test_selection_cost_of_an_aligned_cut_matches_the_flop_counter(arch):
+    """The selection report (and budget bisection's cost model) counts a thinner skip path: every writer's filters and
+    every reader's inputs, not only the residual blocks' own dimensions."""
+    from ssl_plugin.core import count_macs
+    from ssl_plugin.core.selection import CostModel
+
+    net = build(arch, 8, 2)
+    randomize(net, seed=3)
+    topo = describe(net, aligned=True)
+    x = clip(arch)
+    cost = CostModel.measure(net, topo, x)
+    pruned = SSLController(SSLConfig.from_dict({'method': 'aligned', 'pruning_ratio': 0.5})).choose(
+        net, topo, l1_scores(net, topo))[1]
+    assert any(k.endswith('@skip') and v.numel() for k, v in pruned.items())
+    predicted = cost.pruned_cost(net, topo, pruned)
+    small = copy.deepcopy(net)
+    prune(small, pruned, topo)
+    assert predicted['macs'] == count_macs(small, x) and predicted['params'] == count_params(small)
