@@ -555,7 +555,8 @@ def markdown(result: dict) -> str:
                   f'{s["finetune_iters"]} (lr {s["lr"]}), lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
                   f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}. Spread: ± half the range '
                   f'over the seeds. Test clips: {shown_clips}; MACs and CPU time (median of {s["speed_repeats"]}, '
-                  f'{s["threads"]} thread(s), a shared machine) on {result["speed_clip"]}. Machine: '
+                  f'{s.get("eval_threads", s["jobs"] * s["threads"])} thread(s), a shared machine) on '
+                  f'{result["speed_clip"]}. Machine: '
                   f'{result["machine"]}; total {result["minutes"]:.0f} min.']
     if missing:
         lines += ['', f'Not finished in this run: {", ".join(missing)}.']
@@ -733,6 +734,10 @@ def run_backbone(args, backbone: str, argv) -> dict:
     if not args.no_plots and (exp / 'ssl' / 'models' / 'net_g_latest.pth').is_file():
         plots = out if args.legacy_data else out / stem
         result['plot_commands'] = make_plots(work, plots, prune_at, lq, a.test_clips.split(',')[-1], a.test_frames)
+        if tmeta:  # the fixture's cache folder is machine-specific: named as teacher.json names it
+            import teacher as fixture
+            cache = str(Path(fixture.default_cache()).resolve())
+            result['plot_commands'] = [c.replace(cache, '<cache>') for c in result['plot_commands']]
     write_atomic(out / f'{stem}.json', json.dumps(result, indent=2, default=str) + '\n')
     write_atomic(out / f'{stem}.md', markdown(result))
     print(markdown(result))
