@@ -2,37 +2,40 @@
 pipeline (``ssl_plugin/train.py`` on option files this script writes into the work folder, so each run can be
 repeated by hand).
 
-All pruned networks start from the same dense teacher, use the same pruning ratio and the same finetuning budget:
+All pruned networks start from the same dense teacher (default: the trained teacher of ``benchmarks/teacher.py``,
+``--backbone bi|uni|both``), use the same pruning ratio, data and finetuning budget:
 
-* ``ssl``            SSL: sparsity stage (L_SIR on γ) -> prune (RSC) -> finetuning with Temporal Finetuning (TF);
+* ``ssl``            SSL: sparsity stage (L_SIR on γ) -> prune (RSC) -> finetuning with Temporal Finetuning (TF), the
+  TF teacher being the network at the end of the sparsity stage (the default);
 * ``ssl_no_tf``      the same pruned network finetuned without TF (it resumes the ``ssl`` run's training state at
   the pruning iteration, so both finetune exactly the same pruned weights);
+* ``ssl_tf_dense``   SSL with the original dense network as TF teacher (``ssl.tf_teacher``);
 * ``ssl_keep_conv2`` SSL with the last conv of every residual block left unpruned (``ssl.skip: ['*.conv2']``): the
   restriction of earlier residual-network pruning that RSC removes;
 * ``l1``             L1-norm pruning: the same units chosen by L1 norm are cut at once, then finetuned with TF;
-* ``lite``           BasicVSR-lite: BasicVSR with ``num_feat`` x (1 - ratio) channels, trained from scratch for the
-  teacher's plus the finetuning budget. BasicSR's BasicVSR hard-codes 64 channels in ``upconv2`` / ``conv_hr`` /
-  ``conv_last``; SSL prunes them, a narrower BasicVSR keeps them, so the lite network has more MACs than the pruned
-  one (both are reported).
+* ``aligned``        the ASSL-style baseline (``method: aligned``): one kept channel set per skip path, so the hidden
+  state itself gets thinner; TF compares the kept channels;
+* ``lite``           BasicVSR-lite: ``num_feat`` x (1 - ratio) channels, trained from scratch for the teacher's plus
+  the finetuning budget. BasicSR's BasicVSR hard-codes 64 channels in ``upconv2`` / ``conv_hr`` / ``conv_last``;
+  SSL prunes them, a narrower BasicVSR keeps them, so the lite network has more MACs than the pruned one.
 
-Evaluation: PSNR / SSIM (``basicsr.metrics``, RGB and Y, no border crop) on test clips no run trained on, params and
-MACs (torch's FLOP counter), with and without SPyNet (which SSL does not prune). Writes ``quality.json`` and
-``quality.md`` to ``--out``, then the scaling-factor and hidden-state plots of the ``ssl`` runs (``--no-plots``
-skips them).
+``ssl``, ``l1`` and ``aligned`` run once per ``--seeds`` entry (mean and spread). Params differ between methods at
+one ratio (``aligned`` also thins the hidden state; ``--aligned-ratio`` moves it): they are reported beside PSNR.
 
-Default data (CPU: 21 min measured on 2 shared cores, up to ~40 under heavier load): the real clips bundled with
-the project, BI x4: bikes frames 0-199 (two 100-frame clips) for training, the first 50 frames of carphone (another
-scene) for testing. No pretrained weights can be downloaded here, so SPyNet starts at zero flow (its last conv per
-level zeroed) and stays frozen in every run: the small networks recur without motion compensation.
-``--spynet-path`` gives it real weights.
+Evaluation: PSNR / SSIM (``basicsr.metrics``, RGB and Y, no border crop) on the teacher's never-seen test segments
+(bikes 210-249, carphone 90-119: two scenes), params and MACs (torch's FLOP counter) with and without SPyNet (which
+SSL does not prune), CPU seconds per frame. Writes ``quality_<backbone>.json`` / ``.md`` to ``--out``, then the
+scaling-factor and hidden-state plots of the ``ssl`` run (``--no-plots`` skips them). No pretrained weights can be
+downloaded here, so SPyNet starts at zero flow and stays frozen (as in the teacher).
 
-    python benchmarks/quality.py                                  # everything, defaults above
+    python benchmarks/quality.py --backbone both --seeds 0 1       # trained teachers (cached), all methods
+    python benchmarks/quality.py --legacy-data                     # the earlier 16/3 setting, teacher trained here
     python benchmarks/quality.py --data-gt datasets/REDS/train_sharp \\
         --data-lq datasets/REDS/train_sharp_bicubic/X4 --meta-info meta_info_REDS_GT.txt --test-clips 000,011,015,020 \\
-        --test-frames 0 --num-feat 64 --num-block 30 ...          # REDS on a GPU (see the README)
+        --num-feat 64 --num-block 30 --pretrained BasicVSR_REDS4.pth ...   # REDS on a GPU (see the README)
 
-With ``--pretrained`` no teacher is trained, but ``--dense-iters`` still sets the lite network's budget (it trains for
-``--dense-iters`` + ``--finetune-iters``): give the teacher's training length there.
+With ``--pretrained`` no teacher is trained or looked up; ``--dense-iters`` then sets the lite network's budget (it
+trains for ``--dense-iters`` + ``--finetune-iters``): give the teacher's training length there.
 """
 from __future__ import annotations
 
@@ -59,72 +62,107 @@ import ssl_plugin  # noqa: E402,F401  (host compatibility shims before basicsr)
 
 TRAIN = REPO / 'ssl_plugin' / 'train.py'
 DATA = Path('data') / 'quality_x4'
-#: (clip, first source frame, end, clip length, names): training clips first, then the test clip.
+#: (clip, first source frame, end, clip length, names): training clips first, then the test clip (``--legacy-data``).
 SOURCES = (('bikes', 0, 200, 100, ['001', '002']), ('carphone', 0, 120, None, ['000']))
+#: The trained teacher's never-seen test segments (benchmarks/teacher.py): two scenes, no frame of them trained on.
+TEACHER_TEST = 'bikes_test,carphone_test'
+METHODS = ('ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'l1', 'aligned', 'lite')
+#: Methods run once per ``--seeds`` entry (the others once, seed ``--seeds[0]``).
+SEEDED = ('ssl', 'l1', 'aligned')
 LABELS = {
     'bicubic': 'Bicubic upsampling',
     'dense': 'BasicVSR (dense teacher)',
     'ssl': 'SSL (SIR + RSC + TF)',
     'ssl_no_tf': 'SSL without TF',
     'ssl_keep_conv2': 'SSL, last residual conv unpruned',
+    'ssl_tf_dense': 'SSL, TF teacher = original dense net',
     'l1': 'L1-norm pruning (+TF)',
+    'aligned': 'Aligned / ASSL-style (+TF at kept channels)',
     'lite': 'BasicVSR-lite (from scratch)',
 }
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
-    g = p.add_argument_group('data (default: built from the bundled clips)')
+    g = p.add_argument_group('teacher and data (default: the trained teacher of benchmarks/teacher.py and its data)')
+    g.add_argument('--backbone', choices=['bi', 'uni', 'both'], default='bi',
+                   help='bidirectional BasicVSR, BasicVSR-uni or both (default bi)')
+    g.add_argument('--legacy-data', action='store_true',
+                   help='the earlier small setting: train a teacher here on bikes 0-199, test on carphone 0-49')
     g.add_argument('--data-gt', help='GT root (REDS layout: <root>/<clip>/<%%08d>.png)')
     g.add_argument('--data-lq', help='LQ root, same layout')
     g.add_argument('--meta-info', help="BasicSR meta-info file of the training clips ('<clip> <frames> (h,w,c)')")
-    g.add_argument('--test-clips', default='000', help='comma-separated test clips under the same roots; BasicSR '
-                                                       "holds REDS4's 000,011,015,020 out of training (default 000)")
-    g.add_argument('--test-frames', type=int, default=50,
-                   help='use only the first N frames of each test clip (default 50; 0: all)')
+    g.add_argument('--test-clips', help=f'comma-separated test clips under the same roots (default {TEACHER_TEST}; '
+                                        "REDS: BasicSR holds REDS4's 000,011,015,020 out of training)")
+    g.add_argument('--test-frames', type=int, default=0,
+                   help='use only the first N frames of each test clip (default 0: all)')
     g = p.add_argument_group('network and training')
-    g.add_argument('--num-feat', type=int, default=16, help='BasicVSR num_feat (default 16; the paper: 64)')
-    g.add_argument('--num-block', type=int, default=3, help='residual blocks per branch (default 3; the paper: 30)')
+    g.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS), help='runs to make (default all)')
+    g.add_argument('--seeds', type=int, nargs='+', default=[0],
+                   help=f'seeds of the {", ".join(SEEDED)} runs (mean and spread; default 0)')
+    g.add_argument('--num-feat', type=int, help='BasicVSR num_feat (default: the teacher\'s; legacy 16)')
+    g.add_argument('--num-block', type=int, help='residual blocks per branch (default: the teacher\'s; legacy 3)')
     g.add_argument('--lite-feat', type=int, help='BasicVSR-lite num_feat (default: num_feat x (1 - ratio))')
-    g.add_argument('--ratio', type=float, default=0.5, help='pruning ratio (default 0.5)')
+    g.add_argument('--ratio', type=float, default=0.5, help='pruning ratio of ssl / l1 (default 0.5)')
+    g.add_argument('--aligned-ratio', type=float,
+                   help='pruning ratio of aligned (default --ratio; aligned also thins the hidden state, so its '
+                        'params at one ratio are fewer)')
     g.add_argument('--scope', choices=['local', 'global'], default='local',
                    help="'local' (default): the same fraction of every layer. In a small, briefly trained network "
                         "the global pool is led by the residual convs (BasicSR initialises them x0.1), so 'global' "
                         'would hardly touch the full-resolution convs that hold most MACs; the paper uses global.')
-    g.add_argument('--batch', type=int, default=1, help='batch size (default 1: more, cheaper steps; the paper: 8)')
-    g.add_argument('--num-frame', type=int, default=5, help='frames per training clip (default 5; the paper: 15)')
-    g.add_argument('--gt-size', type=int, default=144, help='GT crop (default 144: LR 36 px; the paper: 256)')
-    g.add_argument('--lr', type=float, default=2e-3, help='Adam learning rate of every run (default 2e-3)')
-    g.add_argument('--dense-iters', type=int, default=600, help='iterations of the dense teacher (default 600)')
-    g.add_argument('--pretrained', help='a dense BasicVSR net_g_*.pth to use as the teacher instead of training one')
+    g.add_argument('--batch', type=int, help='batch size (default: the teacher\'s; legacy 1)')
+    g.add_argument('--num-frame', type=int, help='frames per training clip (default: the teacher\'s; legacy 5)')
+    g.add_argument('--gt-size', type=int, help='GT crop (default: the teacher\'s; legacy 144)')
+    g.add_argument('--lr', type=float, default=5e-4,
+                   help='Adam learning rate of the pruning runs (default 5e-4: they start from a trained network)')
+    g.add_argument('--lite-lr', type=float, help='learning rate of the lite run (default: the teacher\'s; legacy 2e-3)')
+    g.add_argument('--dense-iters', type=int, help='iterations of the dense teacher (default: the trained '
+                                                   "teacher's; legacy 600); the lite run trains this + finetune")
+    g.add_argument('--pretrained', help='a dense net_g_*.pth to use as the teacher instead of the trained one')
     g.add_argument('--reg-delta', type=float, default=0.002, help='SIR: α increment Δ (default 0.002)')
     g.add_argument('--reg-interval', type=int, default=1, help='SIR: iterations between increments T1 (default 1)')
     g.add_argument('--reg-ceiling', type=float, default=0.1, help='SIR: α ceiling τ (default 0.1)')
-    g.add_argument('--stabilize-iters', type=int, default=150,
-                   help='SIR: iterations at the ceiling T2 (default 150; with the defaults above the sparsity '
-                        'stage is 50 + 150 iterations)')
-    g.add_argument('--finetune-iters', type=int, default=300, help='finetuning budget of every pruned network and '
-                                                                   'extra budget of the lite one (default 300)')
+    g.add_argument('--stabilize-iters', type=int, default=50,
+                   help='SIR: iterations at the ceiling T2 (default 50; with the defaults above the sparsity '
+                        'stage is 50 + 50 iterations)')
+    g.add_argument('--finetune-iters', type=int, default=150, help='finetuning budget of every pruned network and '
+                                                                   'extra budget of the lite one (default 150)')
     g.add_argument('--spynet-path', help='pretrained SPyNet weights (BasicSR network_g.spynet_path); default: none, '
                                          'SPyNet starts at zero flow')
     g.add_argument('--fix-flow', type=int, help='train SPyNet from this iteration of each run on (default: frozen)')
     g = p.add_argument_group('running')
-    g.add_argument('--work-dir', default='experiments/quality_benchmark', help='runs, option files, logs')
-    g.add_argument('--out', default='docs/results', help='where quality.json / quality.md / plots go')
+    g.add_argument('--work-dir', default='experiments/quality_benchmark', help='runs, option files, logs '
+                                                                               '(one sub-folder per backbone)')
+    g.add_argument('--out', default='docs/results', help='where quality_<backbone>.json / .md / plots go')
     g.add_argument('--jobs', type=int, default=2, help='training runs at a time (default 2)')
     g.add_argument('--threads', type=int, default=1, help='CPU threads per run (default 1)')
     g.add_argument('--workers', type=int, default=0, help='data loader workers per run (default 0)')
     g.add_argument('--print-freq', type=int, default=10)
-    g.add_argument('--seed', type=int, default=0)
-    g.add_argument('--eval-only', action='store_true', help='skip training: evaluate the runs in --work-dir')
+    g.add_argument('--keep-done', action='store_true',
+                   help='do not retrain runs whose net_g_latest.pth exists in --work-dir (e.g. after an interruption)')
+    g.add_argument('--eval-only', action='store_true', help='skip training: evaluate the finished runs in --work-dir')
+    g.add_argument('--stop-after', type=float,
+                   help='minutes of training per backbone after which unfinished runs are stopped and the finished '
+                        'ones evaluated (default: no limit)')
+    g.add_argument('--speed-repeats', type=int, default=3, help='timed forwards per network (median; default 3)')
     g.add_argument('--no-plots', action='store_true', help='do not make the scaling-factor / hidden-state plots')
     args = p.parse_args(argv)
-    if not 0 < args.ratio < 1:
-        p.error('--ratio must lie in (0, 1)')
+    for name in ('ratio', 'aligned_ratio'):
+        v = getattr(args, name)
+        if v is not None and not 0 < v < 1:
+            p.error(f'--{name.replace("_", "-")} must lie in (0, 1)')
     if bool(args.data_gt) != bool(args.data_lq) or (args.data_gt and not args.meta_info):
         p.error('--data-gt, --data-lq and --meta-info go together')
-    for name in ('dense_iters', 'finetune_iters', 'jobs', 'threads', 'batch', 'num_frame'):
-        if getattr(args, name) < 1:
+    if args.legacy_data and (args.data_gt or args.pretrained):
+        p.error('--legacy-data trains its own teacher on its own data: no --data-gt / --pretrained with it')
+    if args.legacy_data and args.backbone != 'bi':
+        p.error('--legacy-data exists for the bidirectional backbone only')
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error('--seeds must be distinct')
+    for name in ('dense_iters', 'finetune_iters', 'jobs', 'threads', 'batch', 'num_frame', 'speed_repeats'):
+        v = getattr(args, name)
+        if v is not None and v < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     return args
 
@@ -161,11 +199,12 @@ def sparsity_iters(args) -> int:
                                args.reg_ceiling, args.stabilize_iters).total_iters()
 
 
-def base_options(args, name: str, gt: Path, lq: Path, meta: Path, num_feat: int, total: int) -> dict:
+def base_options(args, name: str, gt: Path, lq: Path, meta: Path, num_feat: int, total: int, seed: int,
+                 lr: float | None = None, eta_min: float = 1e-7) -> dict:
     """A plain BasicSR VideoRecurrentModel run (paths absolute, so the file works from any folder)."""
     return {
         'name': name, 'model_type': 'VideoRecurrentModel', 'scale': 4, 'num_gpu': 'auto',
-        'manual_seed': args.seed,
+        'manual_seed': seed,
         'datasets': {'train': {
             'name': 'train', 'type': 'REDSRecurrentDataset', 'dataroot_gt': str(gt), 'dataroot_lq': str(lq),
             'meta_info_file': str(meta), 'val_partition': 'REDS4', 'test_mode': False,
@@ -173,14 +212,14 @@ def base_options(args, name: str, gt: Path, lq: Path, meta: Path, num_feat: int,
             'interval_list': [1], 'random_reverse': False, 'use_hflip': True, 'use_rot': True,
             'num_worker_per_gpu': args.workers, 'batch_size_per_gpu': args.batch, 'dataset_enlarge_ratio': 1000,
             'prefetch_mode': None}},
-        'network_g': {'type': 'BasicVSR', 'num_feat': num_feat, 'num_block': args.num_block,
+        'network_g': {'type': args.net_type, 'num_feat': num_feat, 'num_block': args.num_block,
                       'spynet_path': str(Path(args.spynet_path).resolve()) if args.spynet_path else None},
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {
             'ema_decay': 0,
-            'optim_g': {'type': 'Adam', 'lr': args.lr, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            'optim_g': {'type': 'Adam', 'lr': args.lr if lr is None else lr, 'weight_decay': 0, 'betas': [0.9, 0.99]},
             'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [total], 'restart_weights': [1],
-                          'eta_min': 1e-7},
+                          'eta_min': eta_min},
             'total_iter': total, 'warmup_iter': -1,
             'fix_flow': args.fix_flow if args.fix_flow else total + 1, 'flow_lr_mul': 0.125,
             'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}},
@@ -191,17 +230,21 @@ def base_options(args, name: str, gt: Path, lq: Path, meta: Path, num_feat: int,
 
 
 def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, method: str = 'ssl',
-                skip=()) -> dict:
-    """SSLVideoRecurrentModel on top of ``base``: same data / network / optimizer, the ``ssl:`` section, TF."""
-    s = sparsity_iters(args) if method == 'ssl' else 0
+                skip=(), tf_teacher: Path | None = None) -> dict:
+    """SSLVideoRecurrentModel on top of ``base``: same data / network / optimizer, the ``ssl:`` section, TF
+    (teacher: the network after the sparsity stage, or ``tf_teacher``, a dense checkpoint)."""
+    s = 0 if method == 'l1' else sparsity_iters(args)
+    ratio = args.aligned_ratio if method == 'aligned' and args.aligned_ratio else args.ratio
     opt = copy.deepcopy(base)
     opt['name'] = name
     opt['model_type'] = 'SSLVideoRecurrentModel'
     opt['path']['pretrain_network_g'] = str(teacher)
-    opt['ssl'] = {'method': method, 'pruning_ratio': args.ratio, 'scope': args.scope, 'align': 1,
+    opt['ssl'] = {'method': method, 'pruning_ratio': ratio, 'scope': args.scope, 'align': 1,
                   'skip': list(skip),
                   'reg': {'delta': args.reg_delta, 'interval': args.reg_interval, 'ceiling': args.reg_ceiling,
                           'stabilize_iter': args.stabilize_iters}}
+    if tf_teacher is not None:
+        opt['ssl']['tf_teacher'] = str(tf_teacher)
     t = opt['train']
     t['total_iter'] = s + args.finetune_iters
     t['fix_flow'] = args.fix_flow if args.fix_flow else t['total_iter'] + 1
@@ -262,10 +305,23 @@ def launch(run: Run, work: Path, threads: int) -> None:
     run.proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=run.log, stderr=subprocess.STDOUT)
 
 
-def run_all(runs: list[Run], work: Path, jobs: int, threads: int) -> dict:
-    """Run the trainings, at most ``jobs`` at a time, each after the runs it depends on."""
-    pending, active, done = list(runs), [], {}
+def run_all(runs: list[Run], work: Path, jobs: int, threads: int, done: dict | None = None,
+            stop_after: float | None = None) -> dict:
+    """Run the trainings, at most ``jobs`` at a time, each after the runs it depends on (``done``: finished
+    before, name -> seconds; not rerun). After ``stop_after`` minutes the runs still going are stopped and the rest
+    are not started (they are reported as not finished)."""
+    done = dict(done or {})
+    pending, active = [r for r in runs if r.name not in done], []
+    t0 = time.time()
     while pending or active:
+        if stop_after is not None and (time.time() - t0) / 60 >= stop_after:
+            for run in active:
+                run.proc.terminate()
+                run.proc.wait()
+                run.log.close()
+            say(f'--stop-after {stop_after} min: stopped {[r.name for r in active]}, '
+                f'not started {[r.name for r in pending]}')
+            break
         for run in [r for r in pending if r.deps <= set(done)]:
             if len(active) >= jobs:
                 break
@@ -343,7 +399,22 @@ def quality(out, gt) -> dict:
     return {k: statistics.mean(v) for k, v in scores.items()}
 
 
-def evaluate(args, work: Path, gt_root: Path, lq_root: Path, prune_at: int, lite_feat: int) -> dict:
+def speed(net, x, repeats: int) -> float:
+    """Median seconds of ``repeats`` forwards of ``x`` (after one warm-up forward)."""
+    import torch
+    with torch.no_grad():
+        net(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def evaluate(args, specs: list[dict], gt_root: Path, lq_root: Path, teacher: Path) -> dict:
+    """Every finished run of ``specs`` (name, net options, checkpoint, checkpoint before finetuning) on every test
+    clip: quality, params, MACs (counted on the smallest test clip, per frame) and CPU seconds per frame there."""
     import torch
     import torch.nn.functional as F
     from basicsr.archs import build_network
@@ -352,65 +423,85 @@ def evaluate(args, work: Path, gt_root: Path, lq_root: Path, prune_at: int, lite
     from ssl_plugin.core.algorithm import SSLConfig, SSLController
     register()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    exp = work / 'experiments'
-    net_opt = {'type': 'BasicVSR', 'num_feat': args.num_feat, 'num_block': args.num_block}
-    teacher = Path(args.pretrained) if args.pretrained else exp / 'dense' / 'models' / 'net_g_latest.pth'
 
-    def load(path, opt=net_opt):
+    def load(path, opt):
         return load_pruned_network(build_network(dict(opt)), str(path)).to(device).eval()
 
-    def l1_before():
-        net = load(teacher)
+    def l1_before(opt):
+        net = load(teacher, opt)
         cfg = SSLConfig.from_dict({'method': 'l1', 'pruning_ratio': args.ratio, 'scope': args.scope})
         SSLController(cfg).start(net, keep_teacher=False)
         return net
 
-    nets = {'dense': (lambda: load(teacher), None),
-            'ssl': (lambda: load(exp / 'ssl' / 'models' / 'net_g_latest.pth'),
-                    lambda: load(exp / 'ssl' / 'models' / f'net_g_{prune_at}.pth')),
-            'ssl_no_tf': (lambda: load(exp / 'ssl_no_tf' / 'models' / 'net_g_latest.pth'), None),
-            'ssl_keep_conv2': (lambda: load(exp / 'ssl_keep_conv2' / 'models' / 'net_g_latest.pth'),
-                               lambda: load(exp / 'ssl_keep_conv2' / 'models' / f'net_g_{prune_at}.pth')),
-            'l1': (lambda: load(exp / 'l1' / 'models' / 'net_g_latest.pth'), l1_before),
-            'lite': (lambda: load(exp / 'lite' / 'models' / 'net_g_latest.pth', dict(net_opt, num_feat=lite_feat)),
-                     None)}
     clips = [c for c in args.test_clips.split(',') if c]
     data = {c: (read_clip(lq_root, c, args.test_frames), read_clip(gt_root, c, args.test_frames)) for c in clips}
+    small = min(data, key=lambda c: data[c][0].numel())
     rows = {}
     with torch.no_grad():
-        per_clip = []
-        for lq, gt in data.values():
+        per_clip = {}
+        for c, (lq, gt) in data.items():
             up = F.interpolate(lq, scale_factor=gt.shape[-1] / lq.shape[-1], mode='bicubic', align_corners=False)
-            per_clip.append(quality(up.clamp(0, 1), gt))
-        rows['bicubic'] = {k: statistics.mean(c[k] for c in per_clip) for k in per_clip[0]}
-        for key, (final, before) in nets.items():
-            say(f'evaluating {key}')
-            row = {}
-            for tag, make in (('', final), ('before_ft_', before)):
-                if make is None:
-                    continue
+            per_clip[c] = quality(up.clamp(0, 1), gt)
+        rows['bicubic'] = {'clips': per_clip, **{k: statistics.mean(v[k] for v in per_clip.values())
+                                                 for k in next(iter(per_clip.values()))}}
+        for spec in specs:
+            if not Path(spec['ckpt']).is_file():
+                say(f'not evaluated (no checkpoint): {spec["name"]}')
+                continue
+            say(f'evaluating {spec["name"]}')
+            row = {'method': spec['method'], 'seed': spec['seed']}
+            before = spec.get('before')
+            makers = [('', lambda: load(spec['ckpt'], spec['net']))]
+            if before == 'l1':
+                makers.append(('before_ft_', lambda: l1_before(spec['net'])))
+            elif before is not None and Path(before).is_file():
+                makers.append(('before_ft_', lambda: load(before, spec['net'])))
+            for tag, make in makers:
                 net = make()
-                per_clip = []
-                for i, (lq, gt) in enumerate(data.values()):
-                    if i == 0 and not tag:  # MACs counted on the first test clip's forward itself
-                        (total, no_flow), sr = macs(net, lq.unsqueeze(0).to(device), keep_output=True)
+                per_clip = {}
+                for c, (lq, gt) in data.items():
+                    x = lq.unsqueeze(0).to(device)
+                    if c == small and not tag:  # MACs counted on the forward itself
+                        (total, no_flow), sr = macs(net, x, keep_output=True)
                         frames = lq.shape[0]
+                        row['seconds_per_frame'] = speed(net, x, args.speed_repeats) / frames
                     else:
-                        sr = net(lq.unsqueeze(0).to(device))
-                    per_clip.append(quality(sr[0].cpu(), gt))
-                row.update({tag + k: statistics.mean(c[k] for c in per_clip) for k in per_clip[0]})
+                        sr = net(x)
+                    per_clip[c] = quality(sr[0].cpu(), gt)
+                row.update({tag + k: statistics.mean(v[k] for v in per_clip.values())
+                            for k in next(iter(per_clip.values()))})
                 if not tag:
+                    row['clips'] = per_clip
                     params = sum(p.numel() for p in net.parameters())
                     flow_params = sum(p.numel() for p in net.spynet.parameters())
                     row.update(params=params, params_wo_spynet=params - flow_params,
                                macs_per_frame=total / frames, macs_per_frame_wo_spynet=no_flow / frames)
                 del net
-            rows[key] = row
-    if 'ssl' in rows and 'before_ft_psnr_rgb' in rows['ssl']:  # the no-TF run resumed from the same pruned weights
+            rows[spec['name']] = row
+    if 'before_ft_psnr_rgb' in rows.get('ssl', {}) and 'ssl_no_tf' in rows:  # resumed from the same pruned weights
         rows['ssl_no_tf'].update({k: v for k, v in rows['ssl'].items() if k.startswith('before_ft_')})
     return {'rows': rows, 'test_clips': {c: {'frames': int(lq.shape[0]), 'lq': list(lq.shape[-2:]),
                                              'gt': list(gt.shape[-2:])} for c, (lq, gt) in data.items()},
-            'device': str(device)}
+            'speed_clip': small, 'device': str(device)}
+
+
+def summarize(rows: dict) -> dict:
+    """Per method: mean and spread (max - min) over its seeds of every score; the cost of its first seed."""
+    out = {}
+    for name, r in rows.items():
+        key = r.get('method', name)
+        out.setdefault(key, []).append(r)
+    summary = {}
+    for key, rs in out.items():
+        first = rs[0]
+        s = dict(first)
+        s['seeds'] = [r.get('seed') for r in rs]
+        for k in ('psnr_rgb', 'ssim_rgb', 'psnr_y', 'ssim_y'):
+            vals = [r[k] for r in rs]
+            s[k] = statistics.mean(vals)
+            s[k + '_spread'] = max(vals) - min(vals)
+        summary[key] = s
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------------- output
@@ -431,32 +522,44 @@ def machine() -> str:
 
 
 def markdown(result: dict) -> str:
-    rows, s = result['rows'], result['settings']
+    rows, s = summarize(result['rows']), result['settings']
+    clips = list(result['test_clips'])
     lines = [
-        '| Method | Params (w/o SPyNet) | GMACs/frame (w/o SPyNet) | PSNR RGB | SSIM RGB | PSNR Y | SSIM Y | '
-        'PSNR RGB before finetuning |',
-        '|---|---:|---:|---:|---:|---:|---:|---:|']
-    for key, label in LABELS.items():
+        '| Method | Seeds | Params w/o SPyNet | GMACs/frame w/o SPyNet | CPU ms/frame | PSNR RGB '
+        f'({" / ".join(clips)}) | PSNR RGB mean (spread) | SSIM RGB | PSNR Y | SSIM Y | PSNR RGB before finetuning |',
+        '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    labels = dict(LABELS, dense=f'{s["net_type"]} (dense teacher)')
+    for key, label in labels.items():
         r = rows.get(key)
         if r is None:
             continue
         if 'params' in r:
-            cost = (f'{r["params"] / 1e6:.3f} M ({r["params_wo_spynet"] / 1e3:.1f} k) | '
-                    f'{r["macs_per_frame"] / 1e9:.3f} ({r["macs_per_frame_wo_spynet"] / 1e9:.3f})')
+            cost = (f'{r["params_wo_spynet"] / 1e3:.1f} k | {r["macs_per_frame_wo_spynet"] / 1e9:.3f} | '
+                    f'{r["seconds_per_frame"] * 1e3:.0f}')
         else:
-            cost = '– | –'
+            cost = '– | – | –'
+        seeds = ', '.join(str(x) for x in r['seeds']) if r.get('seeds') and r['seeds'][0] is not None else '–'
+        spread = f' (±{r["psnr_rgb_spread"] / 2:.2f})' if len(r.get('seeds') or []) > 1 else ''
+        per_clip = ' / '.join(f'{r["clips"][c]["psnr_rgb"]:.2f}' for c in clips) if 'clips' in r else '–'
         before = f'{r["before_ft_psnr_rgb"]:.2f}' if 'before_ft_psnr_rgb' in r else '–'
         if key == 'lite':
             label = f'{label}, num_feat {s["lite_feat"]}'
-        lines.append(f'| {label} | {cost} | {r["psnr_rgb"]:.2f} | {r["ssim_rgb"]:.4f} | {r["psnr_y"]:.2f} | '
-                     f'{r["ssim_y"]:.4f} | {before} |')
-    clips = ', '.join(f'{c} ({v["frames"]} frames, LR {v["lq"][1]}x{v["lq"][0]})'
-                      for c, v in result['test_clips'].items())
-    lines += ['', f'BasicVSR num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; pruning ratio {s["ratio"]} '
-                  f'({s["scope"]}); dense teacher {s["dense_iters"]} iterations, sparsity stage '
-                  f'{s["sparsity_iters"]}, finetuning {s["finetune_iters"]}, lite {s["lite_iters"]} from scratch; '
-                  f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}, Adam lr {s["lr"]}. '
-                  f'Test clip(s): {clips}. Machine: {result["machine"]}; total {result["minutes"]:.0f} min.']
+        lines.append(f'| {label} | {seeds} | {cost} | {per_clip} | {r["psnr_rgb"]:.2f}{spread} | {r["ssim_rgb"]:.4f} | '
+                     f'{r["psnr_y"]:.2f} | {r["ssim_y"]:.4f} | {before} |')
+    shown_clips = ', '.join(f'{c} ({v["frames"]} frames, LR {v["lq"][1]}x{v["lq"][0]})'
+                            for c, v in result['test_clips'].items())
+    missing = [n for n in result.get('planned', []) if n not in result['rows']]
+    lines += ['', f'{s["net_type"]} num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; pruning ratio '
+                  f'{s["ratio"]} (aligned {s["aligned_ratio"] or s["ratio"]}, {s["scope"]}); teacher '
+                  f'{s["dense_iters"]} iterations; sparsity stage {s["sparsity_iters"]}, finetuning '
+                  f'{s["finetune_iters"]} (lr {s["lr"]}), lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
+                  f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}. Spread: ± half the range '
+                  f'over the seeds. Test clips: {shown_clips}; MACs and CPU time (median of {s["speed_repeats"]}, '
+                  f'{s.get("eval_threads", s["jobs"] * s["threads"])} thread(s), a shared machine) on '
+                  f'{result["speed_clip"]}. Machine: '
+                  f'{result["machine"]}; total {result["minutes"]:.0f} min.']
+    if missing:
+        lines += ['', f'Not finished in this run: {", ".join(missing)}.']
     return '\n'.join(lines) + '\n'
 
 
@@ -466,20 +569,20 @@ def make_plots(work: Path, out: Path, prune_at: int, lq_root: Path, test_clip: s
     Returns the equivalent command lines (paths relative to the current folder)."""
     from ssl_plugin.tools import plot_hidden_states, plot_scaling_factors
 
-    def arguments(base: Path) -> tuple[list[str], list[str]]:
-        exp = base / 'experiments'
-        sf = [str(exp / 'ssl'), '--out', str(out / 'scaling_factors')]
-        hs = ['--opt', str(base / 'options' / 'ssl.yml'),
-              '--ckpt', str(exp / 'ssl' / 'models' / f'net_g_{prune_at}.pth'),
-              str(exp / 'ssl' / 'models' / 'net_g_latest.pth'), str(exp / 'ssl_no_tf' / 'models' / 'net_g_latest.pth'),
-              '--labels', 'pruned, before finetuning', 'finetuned with TF', 'finetuned without TF',
-              '--teacher', str(exp / 'ssl' / 'training_states' / f'{prune_at}.state'),
-              '--lq', str(lq_root / test_clip), '--out', str(out / 'hidden_states')]
-        if frames:
-            hs += ['--frames', str(frames)]
-        return sf, hs
-
-    sf, hs = arguments(work)
+    exp = work / 'experiments'
+    sf = [str(exp / 'ssl'), '--out', str(out / 'scaling_factors')]
+    ckpts = [str(exp / 'ssl' / 'models' / 'net_g_latest.pth')]
+    labels = ['pruned, before finetuning', 'finetuned with TF']
+    if (exp / 'ssl_no_tf' / 'models' / 'net_g_latest.pth').is_file():
+        ckpts.append(str(exp / 'ssl_no_tf' / 'models' / 'net_g_latest.pth'))
+        labels.append('finetuned without TF')
+    hs = ['--opt', str(work / 'options' / 'ssl.yml'),
+          '--ckpt', str(exp / 'ssl' / 'models' / f'net_g_{prune_at}.pth'), *ckpts,
+          '--labels', *labels,
+          '--teacher', str(exp / 'ssl' / 'training_states' / f'{prune_at}.state'),
+          '--lq', str(lq_root / test_clip), '--out', str(out / 'hidden_states')]
+    if frames:
+        hs += ['--frames', str(frames)]
     plot_scaling_factors.main(sf)
     plot_hidden_states.main(hs)
     return [f'python -m ssl_plugin.tools.plot_scaling_factors {shown(sf)}',
@@ -497,71 +600,160 @@ def shown(argv: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- main
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    t0 = time.time()
-    import torch
-    torch.set_num_threads(args.threads)  # evaluation too: oversubscribed threads are slower on a shared machine
-    from ssl_plugin.basicsr_plugin import register
-    register()
-    work = Path(args.work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out).resolve()
+LEGACY = {'num_feat': 16, 'num_block': 3, 'batch': 1, 'num_frame': 5, 'gt_size': 144, 'lite_lr': 2e-3,
+          'dense_iters': 600, 'test_clips': '000', 'test_frames': 50, 'lr': 2e-3, 'stabilize_iters': 150,
+          'finetune_iters': 300}
+
+
+def resolve(args, backbone: str, work: Path):
+    """Per backbone: the settings (``args`` with every default filled in), data roots, meta info, the dense teacher
+    (None: train it here, legacy) and the teacher's metadata."""
+    a = copy.copy(args)
+    a.backbone = backbone
+    if args.legacy_data:
+        for k, v in LEGACY.items():
+            if getattr(a, k) is None or (k in ('lr', 'stabilize_iters', 'finetune_iters', 'test_frames')
+                                         and getattr(a, k) == PARSER_DEFAULTS[k]):
+                setattr(a, k, v)
+        a.net_type, a.eta_min = 'BasicVSR', 1e-7
+        gt, lq, meta = build_data(work)
+        return a, gt, lq, meta, None, {}
+    import teacher as fixture  # benchmarks/teacher.py, the trained-teacher fixture
+
+    a.net_type = fixture.ARCHS[backbone]
+    tmeta = {}
+    if args.pretrained:
+        ckpt = Path(args.pretrained).resolve()
+        ts = dict(fixture.DEFAULTS)
+    else:
+        ckpt, tmeta = fixture.teacher(backbone, threads=args.threads)
+        ts = tmeta['settings']
+    for k in ('num_feat', 'num_block', 'batch', 'num_frame', 'gt_size'):
+        if getattr(a, k) is None:
+            setattr(a, k, ts[k])
+    a.lite_lr = a.lite_lr or ts['lr']
+    a.eta_min = ts['eta_min']
+    a.dense_iters = a.dense_iters or tmeta.get('iterations') or ts['max_iters']
+    a.test_clips = a.test_clips or TEACHER_TEST
     if args.data_gt:
         gt, lq, meta = Path(args.data_gt).resolve(), Path(args.data_lq).resolve(), Path(args.meta_info).resolve()
     else:
-        gt, lq, meta = build_data(work)
-    test_clip = args.test_clips.split(',')[0]
-    prune_at = sparsity_iters(args)
-    lite_feat = args.lite_feat or max(1, round(args.num_feat * (1 - args.ratio)))
-    lite_iters = args.dense_iters + args.finetune_iters
-    say(f'sparsity stage {prune_at} iterations, finetuning {args.finetune_iters}; BasicVSR-lite num_feat {lite_feat}')
+        data = fixture.build_data(fixture.default_cache())
+        gt, lq = data / 'GT', data / f'BIx{fixture.SCALE}'
+        meta = fixture.write_train_meta(data, work / 'meta_info_train.txt', a.num_frame)
+    return a, gt, lq, meta, Path(ckpt), tmeta
 
-    exp = work / 'experiments'
-    opts = work / 'options'
-    dense = base_options(args, 'dense', gt, lq, meta, args.num_feat, args.dense_iters)
-    teacher = Path(args.pretrained).resolve() if args.pretrained else exp / 'dense' / 'models' / 'net_g_latest.pth'
-    runs = []
-    if not args.pretrained:
-        dense['path']['pretrain_network_g'] = str(zero_flow_init(dense['network_g'], work / 'init_dense.pth',
-                                                                  args.seed))
+
+def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) -> tuple[list, list]:
+    """The runs (in start order: the longest first) and the evaluation specs of one backbone."""
+    exp, opts = work / 'experiments', work / 'options'
+    prune_at = sparsity_iters(a)
+    net = {'type': a.net_type, 'num_feat': a.num_feat, 'num_block': a.num_block}
+    runs, specs = [], []
+    seed0 = a.seeds[0]
+    needs = ()
+    if teacher is None:  # legacy: train the dense teacher here
+        dense = base_options(a, 'dense', gt, lq, meta, a.num_feat, a.dense_iters, seed0, lr=a.lite_lr)
+        dense['path']['pretrain_network_g'] = str(zero_flow_init(dense['network_g'], work / 'init_dense.pth', seed0))
         runs.append(Run('dense', write_yaml(dense, opts / 'dense.yml')))
-    lite = base_options(args, 'lite', gt, lq, meta, lite_feat, lite_iters)
-    lite['path']['pretrain_network_g'] = str(zero_flow_init(lite['network_g'], work / 'init_lite.pth', args.seed))
-    runs.append(Run('lite', write_yaml(lite, opts / 'lite.yml')))
-    needs = () if args.pretrained else ('dense',)
-    ssl = ssl_options(args, dense, 'ssl', teacher)
-    runs.append(Run('ssl', write_yaml(ssl, opts / 'ssl.yml'), deps=needs))
-    keep = ssl_options(args, dense, 'ssl_keep_conv2', teacher, skip=['*.conv2'])
-    runs.append(Run('ssl_keep_conv2', write_yaml(keep, opts / 'ssl_keep_conv2.yml'), deps=needs))
-    l1 = ssl_options(args, dense, 'l1', teacher, method='l1')
-    runs.append(Run('l1', write_yaml(l1, opts / 'l1.yml'), deps=needs))
-    no_tf = ssl_options(args, dense, 'ssl_no_tf', teacher, tf=False)
-    no_tf['path']['resume_state'] = str(exp / 'ssl_no_tf' / 'training_states' / f'{prune_at}.state')
-    runs.append(Run('ssl_no_tf', write_yaml(no_tf, opts / 'ssl_no_tf.yml'), deps=('ssl',),
-                    prepare=lambda: copy_for_resume(exp / 'ssl', exp / 'ssl_no_tf', prune_at)))
+        teacher, needs = exp / 'dense' / 'models' / 'net_g_latest.pth', ('dense',)
+    specs.append({'name': 'dense', 'method': 'dense', 'seed': None, 'net': net, 'ckpt': teacher})
+    base = {seed: base_options(a, 'base', gt, lq, meta, a.num_feat, 1, seed) for seed in a.seeds}
 
+    def latest(name):
+        return exp / name / 'models' / 'net_g_latest.pth'
+
+    if 'lite' in a.methods:
+        lite = base_options(a, 'lite', gt, lq, meta, a.lite_feat, a.lite_iters, seed0, lr=a.lite_lr,
+                            eta_min=a.eta_min)
+        lite['path']['pretrain_network_g'] = str(zero_flow_init(lite['network_g'], work / 'init_lite.pth', seed0))
+        runs.append(Run('lite', write_yaml(lite, opts / 'lite.yml')))
+        specs.append({'name': 'lite', 'method': 'lite', 'seed': seed0, 'net': dict(net, num_feat=a.lite_feat),
+                      'ckpt': latest('lite')})
+    extra = []
+    for seed in a.seeds:
+        for method, kwargs in (('ssl', {}), ('aligned', {'method': 'aligned'}), ('l1', {'method': 'l1'}),
+                               ('ssl_no_tf', {'tf': False}), ('ssl_tf_dense', {'tf_teacher': teacher}),
+                               ('ssl_keep_conv2', {'skip': ['*.conv2']})):
+            if method not in a.methods or (seed != seed0 and method not in SEEDED):
+                continue
+            name = method if seed == seed0 else f'{method}_s{seed}'
+            opt = ssl_options(a, base[seed], name, teacher, **kwargs)
+            at = 0 if method == 'l1' else prune_at
+            run = Run(name, write_yaml(opt, opts / f'{name}.yml'), deps=needs)
+            before = 'l1' if method == 'l1' else exp / name / 'models' / f'net_g_{at}.pth'
+            if method == 'ssl_no_tf':  # resumes the ssl run at the pruning iteration: the same pruned weights
+                if 'ssl' not in a.methods:
+                    raise SystemExit('ssl_no_tf resumes the ssl run: add ssl to --methods')
+                opt['path']['resume_state'] = str(exp / name / 'training_states' / f'{prune_at}.state')
+                write_yaml(opt, run.yml)
+                run.deps, before = {'ssl'}, None
+                run.prepare = lambda n=name: copy_for_resume(exp / 'ssl', exp / n, prune_at)
+            (runs if seed == seed0 else extra).append(run)
+            specs.append({'name': name, 'method': method, 'seed': seed, 'net': net, 'ckpt': latest(name),
+                          'before': before if seed == seed0 else None})
+    late = [r for r in runs if r.name in ('ssl_tf_dense', 'ssl_keep_conv2')]  # after the seeds of the main gap
+    return [r for r in runs if r not in late] + extra + late, specs
+
+
+def run_backbone(args, backbone: str, argv) -> dict:
+    t0 = time.time()
+    work = Path(args.work_dir).resolve() / ('legacy' if args.legacy_data else backbone)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out).resolve()
+    a, gt, lq, meta, teacher, tmeta = resolve(args, backbone, work)
+    a.lite_feat = a.lite_feat or max(1, round(a.num_feat * (1 - a.ratio)))
+    a.lite_iters = a.dense_iters + a.finetune_iters
+    prune_at = sparsity_iters(a)
+    say(f'{backbone}: {a.net_type} {a.num_feat}/{a.num_block}; sparsity stage {prune_at} iterations, finetuning '
+        f'{a.finetune_iters}; lite num_feat {a.lite_feat}, {a.lite_iters} iterations')
+    runs, specs = plan(a, work, gt, lq, meta, teacher)
+    exp = work / 'experiments'
     seconds = {}
     if not args.eval_only:
+        done = {r.name: 0.0 for r in runs
+                if args.keep_done and (exp / r.name / 'models' / 'net_g_latest.pth').is_file()}
         for run in runs:  # a rerun starts clean (BasicSR would rename the old folders to *_archived_<time>)
-            for folder in (exp / run.name, work / 'tb_logger' / run.name):
-                shutil.rmtree(folder, ignore_errors=True)
-        seconds = run_all(runs, work, args.jobs, args.threads)
-    say('evaluating on the test clip(s)')
-    result = evaluate(args, work, gt, lq, prune_at, lite_feat)
+            if run.name not in done:
+                for folder in (exp / run.name, work / 'tb_logger' / run.name):
+                    shutil.rmtree(folder, ignore_errors=True)
+        seconds = run_all(runs, work, args.jobs, args.threads, done, args.stop_after)
+    import torch
+    torch.set_num_threads(args.jobs * args.threads)  # the training slots are free now
+    say(f'{backbone}: evaluating on {a.test_clips}')
+    result = evaluate(a, specs, gt, lq, teacher or exp / 'dense' / 'models' / 'net_g_latest.pth')
+    settings = {k: v for k, v in vars(a).items() if k not in ('eval_only', 'no_plots', 'keep_done')}
     result.update(
-        settings={**{k: v for k, v in vars(args).items() if k not in ('eval_only', 'no_plots')},
-                  'sparsity_iters': prune_at, 'lite_feat': lite_feat, 'lite_iters': lite_iters},
+        settings={**settings, 'sparsity_iters': prune_at}, planned=[r.name for r in runs],
+        teacher={'checkpoint': 'trained-teacher fixture' if tmeta else str(teacher), 'test': tmeta.get('test'),
+                 'best_iter': tmeta.get('best_iter'), 'iterations': tmeta.get('iterations')},
         run_seconds=seconds, machine=machine(), minutes=(time.time() - t0) / 60, code=code_version(),
         command='python benchmarks/quality.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
         option_files={r.name: str(r.yml.relative_to(work)) for r in runs})
-    if not args.no_plots:
-        result['plot_commands'] = make_plots(work, out, prune_at, lq, test_clip, args.test_frames)
-    write_atomic(out / 'quality.json', json.dumps(result, indent=2) + '\n')
-    write_atomic(out / 'quality.md', markdown(result))
+    stem = 'quality' if args.legacy_data else f'quality_{backbone}'
+    if not args.no_plots and (exp / 'ssl' / 'models' / 'net_g_latest.pth').is_file():
+        plots = out if args.legacy_data else out / stem
+        result['plot_commands'] = make_plots(work, plots, prune_at, lq, a.test_clips.split(',')[-1], a.test_frames)
+        if tmeta:  # the fixture's cache folder is machine-specific: named as teacher.json names it
+            import teacher as fixture
+            cache = str(Path(fixture.default_cache()).resolve())
+            result['plot_commands'] = [c.replace(cache, '<cache>') for c in result['plot_commands']]
+    write_atomic(out / f'{stem}.json', json.dumps(result, indent=2, default=str) + '\n')
+    write_atomic(out / f'{stem}.md', markdown(result))
     print(markdown(result))
-    say(f'wrote {out / "quality.md"} and {out / "quality.json"}')
+    say(f'wrote {out / stem}.md and {out / stem}.json')
     return result
+
+
+PARSER_DEFAULTS = {k: v for k, v in vars(parse_args([])).items()}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from ssl_plugin.basicsr_plugin import register
+    register()
+    backbones = ['bi', 'uni'] if args.backbone == 'both' else [args.backbone]
+    return {b: run_backbone(args, b, argv) for b in backbones}
 
 
 if __name__ == '__main__':

@@ -1,0 +1,88 @@
+"""benchmarks/quality.py: the runs it plans on a dense teacher (methods, seeds, TF teacher, resume) and the per-method
+summary over seeds (no training here)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ssl_plugin  # noqa: F401  (host compatibility shims)
+
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+@pytest.fixture(scope='module')
+def q():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import quality
+        yield quality
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def planned(q, tmp_path, *extra):
+    teacher = tmp_path / 'dense.pth'
+    teacher.write_bytes(b'')  # only its path enters the option files
+    (tmp_path / 'meta.txt').write_text('a 10 (64,64,3)\n')
+    args = q.parse_args(['--pretrained', str(teacher), '--data-gt', str(tmp_path / 'gt'), '--data-lq',
+                         str(tmp_path / 'lq'), '--meta-info', str(tmp_path / 'meta.txt'), '--num-feat', '8',
+                         '--num-block', '1', '--dense-iters', '20', *extra])
+    work = tmp_path / 'work'
+    a, gt, lq, meta, ckpt, _ = q.resolve(args, 'uni', work)
+    a.lite_feat, a.lite_iters = 4, a.dense_iters + a.finetune_iters
+    runs, specs = q.plan(a, work, gt, lq, meta, ckpt)
+    opts = {r.name: yaml.safe_load(r.yml.read_text()) for r in runs}
+    return a, runs, specs, opts, teacher
+
+
+def test_plan_every_method_and_seed(q, tmp_path):
+    a, runs, specs, opts, teacher = planned(q, tmp_path, '--seeds', '3', '7', '--finetune-iters', '12',
+                                            '--stabilize-iters', '4', '--aligned-ratio', '0.3')
+    names = [r.name for r in runs]
+    assert names[0] == 'lite'  # the longest run starts first
+    assert set(names) == {'lite', 'ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'l1', 'aligned',
+                          'ssl_s7', 'l1_s7', 'aligned_s7'}
+    stage = q.sparsity_iters(a)
+    for name, o in opts.items():
+        assert o['network_g']['type'] == 'BasicVSRUni'
+        if name == 'lite':
+            assert o['network_g']['num_feat'] == 4 and o['train']['total_iter'] == 20 + 12
+            assert o['model_type'] == 'VideoRecurrentModel'
+            continue
+        assert o['path']['pretrain_network_g'] == str(teacher)
+        assert o['manual_seed'] == (7 if name.endswith('_s7') else 3)
+        method = o['ssl']['method']
+        assert method == {'l1': 'l1', 'aligned': 'aligned'}.get(name.split('_s')[0], 'ssl')
+        assert o['ssl']['pruning_ratio'] == (0.3 if method == 'aligned' else 0.5)
+        assert o['train']['total_iter'] == (0 if method == 'l1' else stage) + 12
+        assert (o['train']['tf_opt'] is None) == (name == 'ssl_no_tf')
+        assert o['ssl'].get('tf_teacher') == (str(teacher) if name == 'ssl_tf_dense' else None)
+        assert o['ssl']['skip'] == (['*.conv2'] if name == 'ssl_keep_conv2' else [])
+    no_tf = next(r for r in runs if r.name == 'ssl_no_tf')
+    assert no_tf.deps == {'ssl'}
+    assert opts['ssl_no_tf']['path']['resume_state'].endswith(f'ssl_no_tf/training_states/{stage}.state')
+    by_name = {s['name']: s for s in specs}
+    assert by_name['dense']['ckpt'] == teacher and by_name['lite']['net']['num_feat'] == 4
+    assert by_name['l1']['before'] == 'l1' and by_name['ssl_s7']['before'] is None
+
+
+def test_plan_subset_and_errors(q, tmp_path):
+    _, runs, _, _, _ = planned(q, tmp_path, '--methods', 'l1', 'lite', '--seeds', '0', '1')
+    assert [r.name for r in runs] == ['lite', 'l1', 'l1_s1']
+    with pytest.raises(SystemExit, match='add ssl'):
+        planned(q, tmp_path, '--methods', 'ssl_no_tf')
+    with pytest.raises(SystemExit):
+        q.parse_args(['--seeds', '1', '1'])
+
+
+def test_summary_mean_and_spread_over_seeds(q):
+    def row(method, seed, psnr):
+        return {'method': method, 'seed': seed, 'psnr_rgb': psnr, 'ssim_rgb': 0.5, 'psnr_y': psnr + 1, 'ssim_y': 0.6,
+                'params': seed}
+    s = q.summarize({'ssl': row('ssl', 0, 30.0), 'ssl_s1': row('ssl', 1, 31.0), 'l1': row('l1', 0, 29.0)})
+    assert s['ssl']['psnr_rgb'] == pytest.approx(30.5) and s['ssl']['psnr_rgb_spread'] == pytest.approx(1.0)
+    assert s['ssl']['seeds'] == [0, 1] and s['ssl']['params'] == 0  # the cost of the first seed
+    assert s['l1']['psnr_rgb_spread'] == 0 and s['l1']['psnr_y'] == pytest.approx(30.0)
