@@ -107,7 +107,7 @@ def parse_args(argv=None):
     g.add_argument('--aligned-ratio', type=float,
                    help='pruning ratio of aligned (default --ratio; aligned also thins the hidden state, so its '
                         'params at one ratio are fewer)')
-    g.add_argument('--scope', choices=['local', 'global'], default='local',
+    g.add_argument('--scope', choices=['local', 'global_normalized', 'global'], default='local',
                    help="'local' (default): the same fraction of every layer. In a small, briefly trained network "
                         "the global pool is led by the residual convs (BasicSR initialises them x0.1), so 'global' "
                         'would hardly touch the full-resolution convs that hold most MACs; the paper uses global.')
