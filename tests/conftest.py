@@ -24,3 +24,20 @@ def _seed_everything():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+#: Frames per clip of ``bvpp_bikes`` (the BasicVSR++ end-to-end tests of both hosts train on whole clips).
+BVPP_CLIP_FRAMES = 2
+
+
+@pytest.fixture(scope='session')
+def bvpp_bikes(tmp_path_factory):
+    """Two 2-frame clips of bikes, GT 256 px (LR 64, the least BasicVSR++ accepts): 000 validates, 001 trains. One
+    data set, in both hosts' layouts, for the BasicVSR++ end-to-end tests of BasicSR and MMagic."""
+    from ssl_plugin.tools.clips import clip_path
+    from ssl_plugin.tools.make_dataset import build_dataset
+
+    root = tmp_path_factory.mktemp('bvpp_bikes')
+    build_dataset(clip_path('bikes'), root, scale=4, degradations=['BI'], crop=(192, 8, 256, 256),
+                  end=2 * BVPP_CLIP_FRAMES, clip_len=BVPP_CLIP_FRAMES, names=['000', '001'])
+    return root

@@ -8,25 +8,13 @@ that is the network this run prunes. The aligned form is checked for exact pruni
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 from bsr_helpers import TRAIN, base_options, merge, run_entry, write_options
 
 TOTAL, PRUNE_AT = 4, 2   # SIR: 1 growth iteration (0 -> 0.1) + 1 stabilising -> prune after iteration 2
-FRAMES = 2
+FRAMES = 2  # frames per clip of the bvpp_bikes fixture (tests/conftest.py: BVPP_CLIP_FRAMES)
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # a 2-thread run slows down many times over on a busy machine
 
-
-@pytest.fixture(scope='module')
-def bikes(tmp_path_factory):
-    """Two 2-frame clips of bikes, GT 256 px (LR 64, the least BasicVSR++ accepts): 000 validates, 001 trains."""
-    from ssl_plugin.tools.clips import clip_path
-    from ssl_plugin.tools.make_dataset import build_dataset
-
-    root = tmp_path_factory.mktemp('bikes')
-    build_dataset(clip_path('bikes'), root, scale=4, degradations=['BI'], crop=(192, 8, 256, 256), end=2 * FRAMES,
-                  clip_len=FRAMES, names=['000', '001'])
-    return root
 
 
 def _options(data: Path) -> dict:
@@ -52,10 +40,10 @@ def _load(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def test_ssl_run_prunes_finetunes_with_tf_and_resumes(bikes, tmp_path):
+def test_ssl_run_prunes_finetunes_with_tf_and_resumes(bvpp_bikes, tmp_path):
     cwd = tmp_path / 'straight'
     cwd.mkdir()
-    opt = _options(bikes)
+    opt = _options(bvpp_bikes)
     yml = write_options(cwd, opt)
     run_entry(TRAIN, yml, cwd, env=ONE_THREAD)
     exp = cwd / 'experiments' / opt['name']

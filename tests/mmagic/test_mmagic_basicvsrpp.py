@@ -4,11 +4,10 @@ validation, and ``--resume`` from the sparsity stage (through the prune) ending 
 BasicVSR++ test resumes from the finetuning stage; tests/mmagic/test_mmagic_runner.py resumes BasicVSR from both.)"""
 import shutil
 
-import pytest
 import torch
 from mm_helpers import DEMO_CONFIG, PYTHON, TRAIN, run_tool
 
-SPARSITY, FINETUNE, FRAMES = 2, 2, 2
+SPARSITY, FINETUNE, FRAMES = 2, 2, 2  # FRAMES: per clip of the bvpp_bikes fixture (tests/conftest.py)
 MAX_ITERS = SPARSITY + FINETUNE
 
 CONFIG = '''
@@ -40,25 +39,14 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_b
 '''
 
 
-@pytest.fixture(scope='module')
-def bikes(tmp_path_factory):
-    """Two 2-frame clips of bikes, GT 256 px (LR 64, the least BasicVSR++ accepts): 000 validates, 001 trains."""
-    from ssl_plugin.tools.clips import clip_path
-    from ssl_plugin.tools.make_dataset import build_dataset
-
-    root = tmp_path_factory.mktemp('mm_bikes')
-    build_dataset(clip_path('bikes'), root, scale=4, degradations=['BI'], crop=(192, 8, 256, 256), end=2 * FRAMES,
-                  clip_len=FRAMES, names=['000', '001'])
-    return root
-
 
 def _load(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def test_train_prune_finetune_and_resume(bikes, tmp_path):
+def test_train_prune_finetune_and_resume(bvpp_bikes, tmp_path):
     config = tmp_path / 'bvpp.py'
-    config.write_text(CONFIG.format(base=str(DEMO_CONFIG), data=str(bikes), sparsity=SPARSITY, finetune=FINETUNE,
+    config.write_text(CONFIG.format(base=str(DEMO_CONFIG), data=str(bvpp_bikes), sparsity=SPARSITY, finetune=FINETUNE,
                                     frames=FRAMES))
     work = tmp_path / 'work'
     train = run_tool([PYTHON, TRAIN, config, '--work-dir', work], cwd=tmp_path)
