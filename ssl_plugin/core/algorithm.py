@@ -120,7 +120,7 @@ class SSLConfig:
                              f'got {cfg.optimizer_at_prune!r}')
         if cfg.method == 'aligned' and targets:
             raise ValueError(f'{where}.{targets[0]}: budget targets are not supported with method aligned yet '
-                             '(its cost model does not know thinner hidden states); set pruning_ratio')
+                             '(the bisection does not yet give tied trunks one kept count); set pruning_ratio')
         if not isinstance(cfg.normalize, bool):
             raise ValueError(f'{where}.normalize must be true or false, got {cfg.normalize!r}')
         if not isinstance(cfg.align, int) or isinstance(cfg.align, bool) or cfg.align < 1:

@@ -240,3 +240,9 @@ def test_selection_cost_of_an_aligned_cut_matches_the_flop_counter(arch):
     small = copy.deepcopy(net)
     prune(small, pruned, topo)
     assert predicted['macs'] == count_macs(small, x) and predicted['params'] == count_params(small)
+
+
+def test_budget_targets_are_refused_with_method_aligned():
+    with pytest.raises(ValueError, match=r'ssl\.target_mac_ratio: budget targets are not supported with method '
+                                         r'aligned yet .*set pruning_ratio'):
+        SSLConfig.from_dict({'method': 'aligned', 'target_mac_ratio': 2.0})
