@@ -1,30 +1,25 @@
 """benchmarks/speed.py runs end to end on a tiny BasicVSR (a smoke test of the script, not a timing)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_script
 
 import ssl_plugin  # noqa: F401  (host compatibility shims)
 from ssl_plugin.core import RSCBlock, count_macs
 
-SPEED = Path(__file__).resolve().parents[1] / 'benchmarks' / 'speed.py'
 TINY = ['--size', '40', '40', '--frames', '2', '--num-feat', '8', '--num-block', '1', '--ratios', '0.5',
         '--repeats', '2', '--warmup', '0', '--threads', '1']
 
 
 @pytest.fixture(scope='module')
 def speed():
-    spec = importlib.util.spec_from_file_location('speed_benchmark', SPEED)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmarks/speed.py', 'speed_benchmark')
 
 
 @pytest.fixture

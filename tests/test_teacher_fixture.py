@@ -1,26 +1,21 @@
 """benchmarks/teacher.py: the segment split, the cache key, cache reuse and the stopping rule (no training here)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from script_module import load_script
 
 import ssl_plugin  # noqa: F401  (host compatibility shims)
 from ssl_plugin.tools.clips import CLIPS
 
-TEACHER = Path(__file__).resolve().parents[1] / 'benchmarks' / 'teacher.py'
-
 
 @pytest.fixture(scope='module')
 def t():
-    spec = importlib.util.spec_from_file_location('teacher_fixture', TEACHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmarks/teacher.py', 'teacher_fixture')
 
 
 def test_shipped_segments_are_disjoint_and_use_only_two_clips(t):

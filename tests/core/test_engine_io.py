@@ -2,25 +2,20 @@
 so a team on a shared server can read each other's checkpoints; a failed write leaves the old file alone."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_script
 
 from ssl_plugin.basicsr_plugin.checkpoint import atomic_torch_save
 from ssl_plugin.core.io import atomic_save, atomic_write_text, current_umask
 
-BENCH_ENV = Path(__file__).resolve().parents[2] / 'benchmarks' / 'benchmark_env.py'
-
 
 def _bench_write_atomic(path, text):
-    spec = importlib.util.spec_from_file_location('benchmark_env_under_test', BENCH_ENV)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.write_atomic(Path(path), text)
+    load_script('benchmarks/benchmark_env.py', 'benchmark_env_under_test').write_atomic(Path(path), text)
 
 
 WRITERS = {
