@@ -358,11 +358,12 @@ class SSLVideoRecurrentModel(VideoRecurrentModel):
         logger = get_root_logger()
         bare = self.get_bare_model(self.net_g)
         dense = deepcopy(bare)
-        snapshot = optim_state.snapshot(self.optimizer_g, bare)
+        carry = self.controller.cfg.carries_optimizer
+        snapshot = optim_state.snapshot(self.optimizer_g, bare) if carry else None  # clones: only when used
         self.controller.prune(bare, others=[self.net_g_ema] if self.ema_decay > 0 else [])
         _check_ranks_agree(self.controller.spec)
         self._rebuild_optimization(keep_lr=True)
-        if self.controller.cfg.carries_optimizer:
+        if carry:
             self._carry_optimizer_state(logger, snapshot, bare)
         else:
             logger.info('SSL: a fresh Adam for the finetuning stage (ssl.optimizer_at_prune: fresh)')
