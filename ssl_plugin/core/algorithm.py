@@ -17,12 +17,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .criterion import SCOPES, l1_scores, select_unimportant, tie_kept_counts
+from .criterion import SCOPES, l1_scores
 from .losses import SIRLoss, TFLoss
 from .options import unknown_key_message
 from .registry import bare_model, describe
 from .scaling import insert_scaling_factors, merge_scaling_factors, scaling_factors
-from .selection import TARGETS, CostModel, example_clip, find_ratio, selection_report
+from .selection import TARGETS, CostModel, example_clip, find_ratio, select, selection_report
 from .sir import SparsityRegularizer, gamma_stats, stage_length
 from .spec import SpecError, check_format, is_aligned
 from .surgery import apply_spec, prune, unit_fields
@@ -62,6 +62,8 @@ class SSLConfig:
     target_params_ratio: float | None = None
     #: (frames, H, W) of the LR clip the MACs are counted on; default: the host's training clip.
     budget_size: list | None = None
+    #: Parts the budget target leaves out of both sides of its ratio (e.g. ['spynet']: params as the paper counts).
+    budget_exclude: list = field(default_factory=list)
     skip: list = field(default_factory=list)
     #: A dense checkpoint for the Temporal Finetuning teacher (default: the network at the end of the sparsity stage;
     #: required for TF in a run that starts from an already pruned checkpoint). Each host reads its own format.
@@ -118,9 +120,14 @@ class SSLConfig:
         if cfg.optimizer_at_prune not in OPTIMIZER_AT_PRUNE:
             raise ValueError(f'{where}.optimizer_at_prune must be one of {OPTIMIZER_AT_PRUNE}, '
                              f'got {cfg.optimizer_at_prune!r}')
-        if cfg.method == 'aligned' and targets:
-            raise ValueError(f'{where}.{targets[0]}: budget targets are not supported with method aligned yet '
-                             '(the bisection does not yet give tied trunks one kept count); set pruning_ratio')
+        if not isinstance(cfg.budget_exclude, (list, tuple)) or not all(
+                isinstance(x, str) and x for x in cfg.budget_exclude):
+            raise ValueError(f'{where}.budget_exclude must be a list of part names (e.g. [spynet]), '
+                             f'got {cfg.budget_exclude!r}')
+        if cfg.budget_exclude and not targets:
+            raise ValueError(f'{where}.budget_exclude only applies to a budget target (target_mac_ratio / '
+                             'target_params_ratio); with pruning_ratio it would be ignored')
+        cfg.budget_exclude = list(cfg.budget_exclude)
         if not isinstance(cfg.normalize, bool):
             raise ValueError(f'{where}.normalize must be true or false, got {cfg.normalize!r}')
         if not isinstance(cfg.align, int) or isinstance(cfg.align, bool) or cfg.align < 1:
@@ -166,6 +173,8 @@ class SSLConfig:
                'max_layer_ratio': self.max_layer_ratio}
         if self.target:
             out[self.target[0]] = self.target[1]
+            if self.budget_exclude:
+                out['budget_exclude'] = list(self.budget_exclude)
         else:
             out['pruning_ratio'] = self.pruning_ratio
         return out
@@ -289,15 +298,15 @@ class SSLController:
             raise ValueError('ssl.target_mac_ratio: no frame size to count MACs on; set ssl.budget_size: '
                              '[frames, height, width] of the LR clip')
         cost = CostModel.measure(net, topology, example_clip(net, topology, size) if size else None)
+        ties = topology.width_ties() if topology.is_aligned else None
         if cfg.target:
             ratio, pruned, _ = find_ratio(scores, cost, net, topology, *cfg.target, cfg.scope, cfg.align,
-                                          cfg.max_layer_ratio)
+                                          cfg.max_layer_ratio, ties=ties, exclude=cfg.budget_exclude)
         else:
             ratio = cfg.pruning_ratio
-            pruned = select_unimportant(scores, ratio, cfg.scope, cfg.align, cfg.max_layer_ratio)
-            if topology.is_aligned:
-                pruned = tie_kept_counts(pruned, scores, topology.width_ties())
-        return ratio, pruned, selection_report(net, topology, pruned, cost, ratio, cfg.settings())
+            pruned = select(scores, ratio, cfg.scope, cfg.align, cfg.max_layer_ratio, ties)
+        return ratio, pruned, selection_report(net, topology, pruned, cost, ratio, cfg.settings(),
+                                               exclude=cfg.budget_exclude)
 
     def width_advice(self, multiple: int = 8) -> str | None:
         """A hint for the log when S leaves pruned layers at kept counts that are not a multiple of ``multiple``:

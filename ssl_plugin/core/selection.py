@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .criterion import select_unimportant
+from .criterion import select_unimportant, tie_kept_counts
 from .registry import bare_model
 from .surgery import key_size
 from .topology import AlignedGroup, PixelShuffleUnit, ResidualUnit, Topology, get_module
@@ -183,30 +183,62 @@ def _ratio(dense: int, pruned: int) -> float:
     return dense / pruned if pruned else math.inf
 
 
+def select(scores: dict[str, torch.Tensor], ratio: float, scope: str, align: int, max_layer_ratio: float,
+           ties=None) -> dict[str, torch.Tensor]:
+    """S at ``ratio``; with ``ties`` (the aligned view's trunks that share one width) the tied keys then keep one
+    count. Both steps only add units as the ratio grows, so the cost stays monotone in it."""
+    s = select_unimportant(scores, ratio, scope, align, max_layer_ratio)
+    return tie_kept_counts(s, scores, ties) if ties else s
+
+
+def budget_totals(cost: CostModel, pruned_cost: dict | None, key: str, exclude=()) -> int:
+    """Params or MACs (``key``) of the dense network (``pruned_cost`` None) or of a pruned one, without the parts in
+    ``exclude`` (e.g. ``spynet``: the paper counts params without the flow network)."""
+    parts = (cost.part_params if key == 'params' else cost.part_macs) if pruned_cost is None else \
+        pruned_cost['part_params' if key == 'params' else 'part_macs']
+    total = (cost.params if key == 'params' else cost.macs) if pruned_cost is None else pruned_cost[key]
+    return total - sum(parts.get(x, 0) for x in exclude)
+
+
+def check_exclude(cost: CostModel, exclude, where: str = 'ssl') -> None:
+    """Every name in ``exclude`` must be a part of the cost model (a top-level module of its own, or
+    ``reconstruction``): a module counted inside another part cannot be left out alone."""
+    parts = sorted(set(cost.part_of.values()))
+    for x in exclude:
+        if x in parts:
+            continue
+        inside = f' (it is counted in part {cost.part_of[x]!r})' if x in cost.part_of else ''
+        raise ValueError(f'{where}.budget_exclude: {x!r} is not a part of this network{inside}; parts: {parts}')
+
+
 def find_ratio(scores: dict[str, torch.Tensor], cost: CostModel, net: nn.Module, topology: Topology, target: str,
                value: float, scope: str, align: int, max_layer_ratio: float, where: str = 'ssl',
-               tolerance: float = BUDGET_TOLERANCE) -> tuple[float, dict[str, torch.Tensor], float]:
+               tolerance: float = BUDGET_TOLERANCE, ties=None, exclude=()) -> tuple[float, dict[str, torch.Tensor],
+                                                                               float]:
     """The pruning ratio whose selection meets ``target`` (``target_mac_ratio`` / ``target_params_ratio``: dense /
-    pruned) within ``tolerance``; returns ``(ratio, S, achieved)``. Bisection over the ratio (the cost is monotone in
-    it; ``align`` and the layer cap are part of the selection). A target outside the reachable range, or one that the
-    steps of ``align`` jump over, is an error naming what can be reached."""
+    pruned, without the parts in ``exclude``) within ``tolerance``; returns ``(ratio, S, achieved)``. Bisection over
+    the ratio (the cost is monotone in it; ``align``, the layer cap and ``ties`` are part of the selection). A target
+    outside the reachable range, or one that the steps of ``align`` jump over, is an error naming what can be
+    reached."""
     if target not in TARGETS:
         raise ValueError(f'unknown budget target {target!r}; known: {sorted(TARGETS)}')
     if target == 'target_mac_ratio' and not cost.macs:
         raise ValueError(f'{where}.{target} needs MACs: no frame size to count them on')
-    dense = cost.macs if target == 'target_mac_ratio' else cost.params
+    check_exclude(cost, exclude, where)
     key = 'macs' if target == 'target_mac_ratio' else 'params'
+    dense = budget_totals(cost, None, key, exclude)
 
     def at(p):
-        s = select_unimportant(scores, p, scope, align, max_layer_ratio)
-        return s, _ratio(dense, cost.pruned_cost(net, topology, s)[key])
+        s = select(scores, p, scope, align, max_layer_ratio, ties)
+        return s, _ratio(dense, budget_totals(cost, cost.pruned_cost(net, topology, s), key, exclude))
 
     lo, hi = 1e-9, 1.0 - 1e-9
     s_lo, f_lo = at(lo)
     s_hi, f_hi = at(hi)
     what = TARGETS[target]
     reach = f'{f_lo:.3f} .. {f_hi:.3f}'
-    settings = f'scope {scope}, align {align}, max_layer_ratio {max_layer_ratio}'
+    settings = f'scope {scope}, align {align}, max_layer_ratio {max_layer_ratio}' + (
+        f', budget_exclude {list(exclude)}' if exclude else '')
     if value > f_hi * (1 + tolerance) or value < f_lo * (1 - tolerance):
         raise ValueError(f'{where}.{target} = {value}: unreachable; with {settings} the {what} (dense / pruned) '
                          f'can be {reach}')
@@ -230,7 +262,7 @@ def find_ratio(scores: dict[str, torch.Tensor], cost: CostModel, net: nn.Module,
     for digits in range(2, 10):  # the shortest ratio that makes the same selection, for logs and configs
         r = round(ratio, digits)
         if 0 < r < 1 and all(torch.equal(a, b) for a, b in zip(
-                select_unimportant(scores, r, scope, align, max_layer_ratio).values(), s.values())):
+                select(scores, r, scope, align, max_layer_ratio, ties).values(), s.values())):
             ratio = r
             break
     if err > tolerance:
@@ -241,9 +273,10 @@ def find_ratio(scores: dict[str, torch.Tensor], cost: CostModel, net: nn.Module,
 
 
 def selection_report(net: nn.Module, topology: Topology, pruned: dict[str, torch.Tensor], cost: CostModel,
-                     ratio: float | None = None, settings: dict | None = None) -> dict:
+                     ratio: float | None = None, settings: dict | None = None, exclude=()) -> dict:
     """JSON-able record of a selection: per key units / pruned, per part and in total params and MACs dense ->
-    pruned (MACs on ``cost.size``, the (frames, H, W) of the LR input; absent without one)."""
+    pruned (MACs on ``cost.size``, the (frames, H, W) of the LR input; absent without one); with ``exclude`` also
+    the ratios without those parts (what a budget target with ``budget_exclude`` met)."""
     net = bare_model(net)
     layers = {}
     for key in topology.keys():
@@ -256,6 +289,15 @@ def selection_report(net: nn.Module, topology: Topology, pruned: dict[str, torch
     if cost.size is not None:
         report.update({'macs_dense': cost.macs, 'macs_pruned': p['macs'], 'mac_ratio': _ratio(cost.macs, p['macs']),
                        'size': list(cost.size)})
+    if exclude:
+        b = {'exclude': list(exclude), 'params_dense': budget_totals(cost, None, 'params', exclude),
+             'params_pruned': budget_totals(cost, p, 'params', exclude)}
+        b['param_ratio'] = _ratio(b['params_dense'], b['params_pruned'])
+        if cost.size is not None:
+            b.update(macs_dense=budget_totals(cost, None, 'macs', exclude),
+                     macs_pruned=budget_totals(cost, p, 'macs', exclude))
+            b['mac_ratio'] = _ratio(b['macs_dense'], b['macs_pruned'])
+        report['budget'] = b
     parts = {}
     for part in dict.fromkeys(list(cost.part_params) + list(cost.part_macs)):
         row = {'params_dense': cost.part_params.get(part, 0), 'params_pruned': p['part_params'].get(part, 0)}
@@ -303,6 +345,13 @@ def format_report(report: dict) -> list[str]:
         total += f', MACs per clip of {t} x {h}x{w} LR frames {report["macs_dense"]:,d} -> ' \
                  f'{report["macs_pruned"]:,d} (MAC ratio x{report["mac_ratio"]:.3f})'
     lines.append(total)
+    b = report.get('budget')
+    if b:
+        row = f'  without {", ".join(b["exclude"])}: params {b["params_dense"]:,d} -> {b["params_pruned"]:,d} ' \
+              f'(x{b["param_ratio"]:.3f})'
+        if 'mac_ratio' in b:
+            row += f', MACs {b["macs_dense"]:,d} -> {b["macs_pruned"]:,d} (x{b["mac_ratio"]:.3f})'
+        lines.append(row)
     return lines
 
 

@@ -48,8 +48,8 @@ class SSLBasicVSR(BasicVSR):
 
     Args:
         ssl (dict): SSL options, validated by the engine (``method``, ``pruning_ratio`` or ``target_mac_ratio`` /
-            ``target_params_ratio`` with ``budget_size``, ``scope``, ``max_layer_ratio``, ``align``, ``normalize``,
-            ``skip``, ``reg=dict(delta, interval, ceiling, stabilize_iter)``).
+            ``target_params_ratio`` with ``budget_size`` / ``budget_exclude``, ``scope``, ``max_layer_ratio``,
+            ``align``, ``normalize``, ``skip``, ``reg=dict(delta, interval, ceiling, stabilize_iter)``).
         sir_loss (dict): config of the L_SIR term (``SIRLoss``).
         tf_loss (dict | None): config of the L_TF term (``TFLoss``); None finetunes with the pixel loss only
             (the ablation without Temporal Finetuning).

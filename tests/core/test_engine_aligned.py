@@ -242,7 +242,26 @@ def test_selection_cost_of_an_aligned_cut_matches_the_flop_counter(arch):
     assert predicted['macs'] == count_macs(small, x) and predicted['params'] == count_params(small)
 
 
-def test_budget_targets_are_refused_with_method_aligned():
-    with pytest.raises(ValueError, match=r'ssl\.target_mac_ratio: budget targets are not supported with method '
-                                         r'aligned yet .*set pruning_ratio'):
-        SSLConfig.from_dict({'method': 'aligned', 'target_mac_ratio': 2.0})
+@pytest.mark.parametrize('arch', ['BasicVSR', 'BasicVSRUni'])
+def test_budget_target_with_method_aligned_ties_trunks_and_meets_the_target(arch):
+    """A params target with method aligned: the bisection selects with the trunks' tie (one kept count for both
+    directions' skip paths) and the cost of that tied cut; the built network meets the target without SPyNet."""
+    from ssl_plugin.core import count_params
+
+    net = build(arch, 16, 2)
+    randomize(net, seed=3)
+    topo = describe(net, aligned=True)
+    cfg = SSLConfig.from_dict({'method': 'aligned', 'target_params_ratio': 1.6, 'budget_exclude': ['spynet']})
+    _, pruned, report = SSLController(cfg).choose(net, topo, l1_scores(net, topo))
+    for tie in topo.width_ties():
+        assert len({int(pruned[k].numel()) for k in tie}) == 1, tie
+    assert any(k.endswith('@skip') and v.numel() for k, v in pruned.items())
+    spy = count_params(net.spynet)
+    dense = count_params(net) - spy
+    small = copy.deepcopy(net)
+    prune(small, pruned, topo)
+    achieved = dense / (count_params(small) - spy)
+    assert abs(achieved / 1.6 - 1) <= 0.02
+    assert report['budget']['exclude'] == ['spynet']
+    assert report['budget']['params_pruned'] == count_params(small) - spy
+    assert report['budget']['param_ratio'] == pytest.approx(achieved)

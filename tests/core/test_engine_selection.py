@@ -140,6 +140,9 @@ def test_target_between_the_steps_of_align_is_an_error(host_init):
     ({'budget_size': [64, 64]}, r'ssl\.budget_size must be \[frames, height, width\]'),
     ({'pruning_ratio': None}, r'ssl\.pruning_ratio must be in \(0, 1\), got None \(or set ssl\.target_mac_ratio'),
     ({'max_layer_ratios': 0.5}, r'did you mean ssl\.max_layer_ratio'),
+    ({'budget_exclude': ['spynet']}, r'ssl\.budget_exclude only applies to a budget target'),
+    ({'target_params_ratio': 2, 'budget_exclude': 'spynet'}, r'ssl\.budget_exclude must be a list of part names'),
+    ({'target_params_ratio': 2, 'budget_exclude': ['']}, r'ssl\.budget_exclude must be a list'),
     ({'scope': 'local', 'pruning_ratio': 0.9, 'max_layer_ratio': 0.8}, r'exceeds ssl\.max_layer_ratio 0\.8'),
 ])
 def test_bad_selection_options_name_the_key(d, match):
@@ -164,6 +167,33 @@ def test_controller_resolves_a_target_and_reports_the_selection(host_init):
     assert any('MAC ratio x1.' in line for line in lines) and any(line.strip().startswith('fusion') for line in lines)
     restored = SSLController.from_state_dict(ctrl.state_dict())
     assert restored.ratio == ctrl.ratio and restored.report == rep and restored.cfg == cfg
+
+
+def test_budget_exclude_meets_the_target_without_spynet(host_init):
+    """Params counted as the paper counts them (without SPyNet): a ratio that the whole network cannot reach (SPyNet
+    dominates a 16-channel BasicVSR) is met on the rest, counted on the built network."""
+    net, topology, scores, cost = host_init
+    ratio, pruned, achieved = find_ratio(scores, cost, net, topology, 'target_params_ratio', 1.5,
+                                         'global_normalized', 1, 0.8, exclude=['spynet'])
+    small = copy.deepcopy(net)
+    prune(small, pruned, topology)
+    spy = count_params(net.spynet)
+    real = (count_params(net) - spy) / (count_params(small) - spy)
+    assert real == pytest.approx(achieved, rel=1e-12) and abs(real / 1.5 - 1) <= BUDGET_TOLERANCE
+    rep = selection_report(net, topology, pruned, cost, ratio, exclude=['spynet'])
+    assert rep['budget']['param_ratio'] == pytest.approx(real) and rep['param_ratio'] < rep['budget']['param_ratio']
+    assert any(line.strip().startswith('without spynet: params') for line in format_report(rep))
+
+
+def test_budget_exclude_names_must_be_parts(host_init):
+    net, topology, scores, cost = host_init
+    with pytest.raises(ValueError, match=r"ssl\.budget_exclude: 'spynt' is not a part of this network; parts: \["):
+        find_ratio(scores, cost, net, topology, 'target_params_ratio', 1.5, 'global_normalized', 1, 0.8,
+                   exclude=['spynt'])
+    with pytest.raises(ValueError, match=r"'upconv1' is not a part of this network \(it is counted in part "
+                                         r"'reconstruction'\)"):
+        find_ratio(scores, cost, net, topology, 'target_params_ratio', 1.5, 'global_normalized', 1, 0.8,
+                   exclude=['upconv1'])
 
 
 def test_report_without_a_frame_size_has_params_only(host_init):
