@@ -3,7 +3,10 @@ pipeline (``ssl_plugin/train.py`` on option files this script writes into the wo
 repeated by hand).
 
 All pruned networks start from the same dense teacher (default: the trained teacher of ``benchmarks/teacher.py``,
-``--backbone bi|uni|both``), use the same pruning ratio, data and finetuning budget:
+``--backbone bi|uni|both``) and use the same data and finetuning budget. ``--budget lite`` (the default) matches
+params as the paper does: every pruned network gets ``ssl.target_params_ratio`` = dense / lite params, counted without
+SPyNet (``ssl.budget_exclude: [spynet]``), so each method's own selection decides where the cut goes;
+``--budget ratio`` uses one pruning ratio (``--ratio``) for all instead. The methods:
 
 * ``ssl``            SSL: sparsity stage (L_SIR on γ) -> prune (RSC) -> finetuning with Temporal Finetuning (TF), the
   TF teacher being the network at the end of the sparsity stage (the default);
@@ -12,6 +15,8 @@ All pruned networks start from the same dense teacher (default: the trained teac
 * ``ssl_tf_dense``   SSL with the original dense network as TF teacher (``ssl.tf_teacher``);
 * ``ssl_keep_conv2`` SSL with the last conv of every residual block left unpruned (``ssl.skip: ['*.conv2']``): the
   restriction of earlier residual-network pruning that RSC removes;
+* ``ssl_global``     SSL with the raw global pool (``scope: global``, the paper's rule literally; the default selection
+  is ``global_normalized``);
 * ``l1``             L1-norm pruning: the same units chosen by L1 norm are cut at once, then finetuned with TF;
 * ``aligned``        the ASSL-style baseline (``method: aligned``): one kept channel set per skip path, so the hidden
   state itself gets thinner; TF compares the kept channels;
@@ -19,8 +24,9 @@ All pruned networks start from the same dense teacher (default: the trained teac
   the finetuning budget. BasicSR's BasicVSR hard-codes 64 channels in ``upconv2`` / ``conv_hr`` / ``conv_last``;
   SSL prunes them, a narrower BasicVSR keeps them, so the lite network has more MACs than the pruned one.
 
-``ssl``, ``l1`` and ``aligned`` run once per ``--seeds`` entry (mean and spread). Params differ between methods at
-one ratio (``aligned`` also thins the hidden state; ``--aligned-ratio`` moves it): they are reported beside PSNR.
+``ssl``, ``l1`` and ``aligned`` run once per ``--seeds`` entry (mean and spread). Before training, each selection is
+resolved on the teacher (as the run will resolve it); a method whose budget its settings cannot reach is left out
+and named in the output instead of failing the whole benchmark.
 
 Evaluation: PSNR / SSIM (``basicsr.metrics``, RGB and Y, no border crop) on the teacher's never-seen test segments
 (bikes 210-249, carphone 90-119: two scenes), params and MACs (torch's FLOP counter) with and without SPyNet (which
@@ -66,7 +72,7 @@ DATA = Path('data') / 'quality_x4'
 SOURCES = (('bikes', 0, 200, 100, ['001', '002']), ('carphone', 0, 120, None, ['000']))
 #: The trained teacher's never-seen test segments (benchmarks/teacher.py): two scenes, no frame of them trained on.
 TEACHER_TEST = 'bikes_test,carphone_test'
-METHODS = ('ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'l1', 'aligned', 'lite')
+METHODS = ('ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'ssl_global', 'l1', 'aligned', 'lite')
 #: Methods run once per ``--seeds`` entry (the others once, seed ``--seeds[0]``).
 SEEDED = ('ssl', 'l1', 'aligned')
 LABELS = {
@@ -76,6 +82,7 @@ LABELS = {
     'ssl_no_tf': 'SSL without TF',
     'ssl_keep_conv2': 'SSL, last residual conv unpruned',
     'ssl_tf_dense': 'SSL, TF teacher = original dense net',
+    'ssl_global': 'SSL, raw global pool (the paper\'s rule)',
     'l1': 'L1-norm pruning (+TF)',
     'aligned': 'Aligned / ASSL-style (+TF at kept channels)',
     'lite': 'BasicVSR-lite (from scratch)',
@@ -103,14 +110,17 @@ def parse_args(argv=None):
     g.add_argument('--num-feat', type=int, help='BasicVSR num_feat (default: the teacher\'s; legacy 16)')
     g.add_argument('--num-block', type=int, help='residual blocks per branch (default: the teacher\'s; legacy 3)')
     g.add_argument('--lite-feat', type=int, help='BasicVSR-lite num_feat (default: num_feat x (1 - ratio))')
-    g.add_argument('--ratio', type=float, default=0.5, help='pruning ratio of ssl / l1 (default 0.5)')
+    g.add_argument('--budget', choices=['lite', 'ratio'], default='lite',
+                   help="'lite' (default): every pruned network at the lite network's params w/o SPyNet "
+                        "(ssl.target_params_ratio with budget_exclude [spynet]); 'ratio': one pruning ratio, --ratio")
+    g.add_argument('--ratio', type=float, default=0.5,
+                   help='lite width num_feat x (1 - ratio); with --budget ratio also the pruning ratio (default 0.5)')
     g.add_argument('--aligned-ratio', type=float,
-                   help='pruning ratio of aligned (default --ratio; aligned also thins the hidden state, so its '
-                        'params at one ratio are fewer)')
-    g.add_argument('--scope', choices=['local', 'global_normalized', 'global'], default='local',
-                   help="'local' (default): the same fraction of every layer. In a small, briefly trained network "
-                        "the global pool is led by the residual convs (BasicSR initialises them x0.1), so 'global' "
-                        'would hardly touch the full-resolution convs that hold most MACs; the paper uses global.')
+                   help='with --budget ratio: pruning ratio of aligned (default --ratio; aligned also thins the '
+                        'hidden state, so its params at one ratio are fewer)')
+    g.add_argument('--scope', choices=['local', 'global_normalized', 'global'], default='global_normalized',
+                   help="selection of every pruned run but ssl_global (default global_normalized, the shipped "
+                        "default; ssl_global always uses the raw pool 'global')")
     g.add_argument('--batch', type=int, help='batch size (default: the teacher\'s; legacy 1)')
     g.add_argument('--num-frame', type=int, help='frames per training clip (default: the teacher\'s; legacy 5)')
     g.add_argument('--gt-size', type=int, help='GT crop (default: the teacher\'s; legacy 144)')
@@ -156,6 +166,8 @@ def parse_args(argv=None):
         p.error('--data-gt, --data-lq and --meta-info go together')
     if args.legacy_data and (args.data_gt or args.pretrained):
         p.error('--legacy-data trains its own teacher on its own data: no --data-gt / --pretrained with it')
+    if args.aligned_ratio is not None and args.budget != 'ratio':
+        p.error('--aligned-ratio is a pruning ratio: it goes with --budget ratio')
     if args.legacy_data and args.backbone != 'bi':
         p.error('--legacy-data exists for the bidirectional backbone only')
     if len(set(args.seeds)) != len(args.seeds):
@@ -229,17 +241,23 @@ def base_options(args, name: str, gt: Path, lq: Path, meta: Path, num_feat: int,
     }
 
 
+def budget(args, method: str) -> dict:
+    """The ``ssl:`` keys that set how much is cut: the lite network's params w/o SPyNet, or one pruning ratio."""
+    if args.budget == 'lite':
+        return {'target_params_ratio': args.params_target, 'budget_exclude': ['spynet']}
+    return {'pruning_ratio': args.aligned_ratio if method == 'aligned' and args.aligned_ratio else args.ratio}
+
+
 def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, method: str = 'ssl',
-                skip=(), tf_teacher: Path | None = None) -> dict:
+                skip=(), tf_teacher: Path | None = None, scope: str | None = None) -> dict:
     """SSLVideoRecurrentModel on top of ``base``: same data / network / optimizer, the ``ssl:`` section, TF
     (teacher: the network after the sparsity stage, or ``tf_teacher``, a dense checkpoint)."""
     s = 0 if method == 'l1' else sparsity_iters(args)
-    ratio = args.aligned_ratio if method == 'aligned' and args.aligned_ratio else args.ratio
     opt = copy.deepcopy(base)
     opt['name'] = name
     opt['model_type'] = 'SSLVideoRecurrentModel'
     opt['path']['pretrain_network_g'] = str(teacher)
-    opt['ssl'] = {'method': method, 'pruning_ratio': ratio, 'scope': args.scope, 'align': 1,
+    opt['ssl'] = {'method': method, **budget(args, method), 'scope': scope or args.scope, 'align': 1,
                   'skip': list(skip),
                   'reg': {'delta': args.reg_delta, 'interval': args.reg_interval, 'ceiling': args.reg_ceiling,
                           'stabilize_iter': args.stabilize_iters}}
@@ -427,10 +445,9 @@ def evaluate(args, specs: list[dict], gt_root: Path, lq_root: Path, teacher: Pat
     def load(path, opt):
         return load_pruned_network(build_network(dict(opt)), str(path)).to(device).eval()
 
-    def l1_before(opt):
-        net = load(teacher, opt)
-        cfg = SSLConfig.from_dict({'method': 'l1', 'pruning_ratio': args.ratio, 'scope': args.scope})
-        SSLController(cfg).start(net, keep_teacher=False)
+    def l1_before(spec):  # the l1 run's own selection (its ssl: section), cut at once: the network before finetuning
+        net = load(teacher, spec['net'])
+        SSLController(SSLConfig.from_dict(spec['ssl'])).start(net, keep_teacher=False)
         return net
 
     clips = [c for c in args.test_clips.split(',') if c]
@@ -449,11 +466,11 @@ def evaluate(args, specs: list[dict], gt_root: Path, lq_root: Path, teacher: Pat
                 say(f'not evaluated (no checkpoint): {spec["name"]}')
                 continue
             say(f'evaluating {spec["name"]}')
-            row = {'method': spec['method'], 'seed': spec['seed']}
+            row = {'method': spec['method'], 'seed': spec['seed'], **spec.get('selection', {})}
             before = spec.get('before')
             makers = [('', lambda: load(spec['ckpt'], spec['net']))]
             if before == 'l1':
-                makers.append(('before_ft_', lambda: l1_before(spec['net'])))
+                makers.append(('before_ft_', lambda: l1_before(spec)))
             elif before is not None and Path(before).is_file():
                 makers.append(('before_ft_', lambda: load(before, spec['net'])))
             for tag, make in makers:
@@ -525,9 +542,9 @@ def markdown(result: dict) -> str:
     rows, s = summarize(result['rows']), result['settings']
     clips = list(result['test_clips'])
     lines = [
-        '| Method | Seeds | Params w/o SPyNet | GMACs/frame w/o SPyNet | CPU ms/frame | PSNR RGB '
+        '| Method | Seeds | Pruning ratio | Params w/o SPyNet | GMACs/frame w/o SPyNet | CPU ms/frame | PSNR RGB '
         f'({" / ".join(clips)}) | PSNR RGB mean (spread) | SSIM RGB | PSNR Y | SSIM Y | PSNR RGB before finetuning |',
-        '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     labels = dict(LABELS, dense=f'{s["net_type"]} (dense teacher)')
     for key, label in labels.items():
         r = rows.get(key)
@@ -544,13 +561,18 @@ def markdown(result: dict) -> str:
         before = f'{r["before_ft_psnr_rgb"]:.2f}' if 'before_ft_psnr_rgb' in r else '–'
         if key == 'lite':
             label = f'{label}, num_feat {s["lite_feat"]}'
-        lines.append(f'| {label} | {seeds} | {cost} | {per_clip} | {r["psnr_rgb"]:.2f}{spread} | {r["ssim_rgb"]:.4f} | '
-                     f'{r["psnr_y"]:.2f} | {r["ssim_y"]:.4f} | {before} |')
+        ratio = f'{r["pruning_ratio"]:.3g}' if r.get('pruning_ratio') else '–'
+        lines.append(f'| {label} | {seeds} | {ratio} | {cost} | {per_clip} | {r["psnr_rgb"]:.2f}{spread} | '
+                     f'{r["ssim_rgb"]:.4f} | {r["psnr_y"]:.2f} | {r["ssim_y"]:.4f} | {before} |')
     shown_clips = ', '.join(f'{c} ({v["frames"]} frames, LR {v["lq"][1]}x{v["lq"][0]})'
                             for c, v in result['test_clips'].items())
     missing = [n for n in result.get('planned', []) if n not in result['rows']]
-    lines += ['', f'{s["net_type"]} num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; pruning ratio '
-                  f'{s["ratio"]} (aligned {s["aligned_ratio"] or s["ratio"]}, {s["scope"]}); teacher '
+    if s.get('budget', 'ratio') == 'lite':
+        cut = (f'every pruned network at the lite network\'s params w/o SPyNet (target_params_ratio '
+               f'{s["params_target"]:.3f}, budget_exclude [spynet]; selection {s["scope"]}, ssl_global: global)')
+    else:
+        cut = f'pruning ratio {s["ratio"]} (aligned {s["aligned_ratio"] or s["ratio"]}, {s["scope"]})'
+    lines += ['', f'{s["net_type"]} num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; {cut}; teacher '
                   f'{s["dense_iters"]} iterations; sparsity stage {s["sparsity_iters"]}, finetuning '
                   f'{s["finetune_iters"]} (lr {s["lr"]}), lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
                   f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}. Spread: ± half the range '
@@ -560,6 +582,8 @@ def markdown(result: dict) -> str:
                   f'{result["machine"]}; total {result["minutes"]:.0f} min.']
     if missing:
         lines += ['', f'Not finished in this run: {", ".join(missing)}.']
+    for method, why in result.get('left_out', {}).items():
+        lines += ['', f'Left out: {method} ({why}).']
     return '\n'.join(lines) + '\n'
 
 
@@ -644,6 +668,37 @@ def resolve(args, backbone: str, work: Path):
     return a, gt, lq, meta, Path(ckpt), tmeta
 
 
+def resolve_selection(opt: dict, net_opt: dict, teacher: Path) -> dict:
+    """The run's selection on the teacher, made by the engine call the run makes at its start (an unreachable budget
+    raises here, before any training): the chosen pruning ratio and the params ratio it meets."""
+    from basicsr.archs import build_network
+
+    from ssl_plugin.basicsr_plugin import load_pruned_network
+    from ssl_plugin.core.algorithm import SSLConfig, SSLController
+
+    net = load_pruned_network(build_network(dict(net_opt)), str(teacher))
+    ctrl = SSLController(SSLConfig.from_dict(opt['ssl']))
+    ctrl.start(net, keep_teacher=False)
+    rep = ctrl.report
+    return {'pruning_ratio': ctrl.ratio,
+            'selected_param_ratio': rep.get('budget', {}).get('param_ratio', rep['param_ratio'])}
+
+
+def settle(a) -> None:
+    """The lite network (width, budget) and the params target it sets for the pruned ones."""
+    a.lite_feat = a.lite_feat or max(1, round(a.num_feat * (1 - a.ratio)))
+    a.lite_iters = a.dense_iters + a.finetune_iters
+    net_opt = {'type': a.net_type, 'num_feat': a.num_feat, 'num_block': a.num_block}
+    a.params_target = params_without_spynet(net_opt) / params_without_spynet(dict(net_opt, num_feat=a.lite_feat))
+    a.left_out = {}
+
+
+def params_without_spynet(net_opt: dict) -> int:
+    from basicsr.archs import build_network
+    net = build_network(dict(net_opt))
+    return sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in net.spynet.parameters())
+
+
 def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) -> tuple[list, list]:
     """The runs (in start order: the longest first) and the evaluation specs of one backbone."""
     exp, opts = work / 'experiments', work / 'options'
@@ -674,11 +729,19 @@ def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) ->
     for seed in a.seeds:
         for method, kwargs in (('ssl', {}), ('aligned', {'method': 'aligned'}), ('l1', {'method': 'l1'}),
                                ('ssl_no_tf', {'tf': False}), ('ssl_tf_dense', {'tf_teacher': teacher}),
-                               ('ssl_keep_conv2', {'skip': ['*.conv2']})):
-            if method not in a.methods or (seed != seed0 and method not in SEEDED):
+                               ('ssl_keep_conv2', {'skip': ['*.conv2']}), ('ssl_global', {'scope': 'global'})):
+            if method not in a.methods or (seed != seed0 and method not in SEEDED) or method in a.left_out:
                 continue
             name = method if seed == seed0 else f'{method}_s{seed}'
             opt = ssl_options(a, base[seed], name, teacher, **kwargs)
+            selection = {}
+            if needs == () and seed == seed0:  # the teacher exists: resolve the selection as the run will
+                try:
+                    selection = resolve_selection(opt, net, teacher)
+                except ValueError as e:
+                    a.left_out[method] = str(e)
+                    say(f'left out {method}: {e}')
+                    continue
             at = 0 if method == 'l1' else prune_at
             run = Run(name, write_yaml(opt, opts / f'{name}.yml'), deps=needs)
             before = 'l1' if method == 'l1' else exp / name / 'models' / f'net_g_{at}.pth'
@@ -691,8 +754,9 @@ def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) ->
                 run.prepare = lambda n=name: copy_for_resume(exp / 'ssl', exp / n, prune_at)
             (runs if seed == seed0 else extra).append(run)
             specs.append({'name': name, 'method': method, 'seed': seed, 'net': net, 'ckpt': latest(name),
-                          'before': before if seed == seed0 else None})
-    late = [r for r in runs if r.name in ('ssl_tf_dense', 'ssl_keep_conv2')]  # after the seeds of the main gap
+                          'before': before if seed == seed0 else None, 'ssl': opt['ssl'],
+                          'selection': selection})
+    late = [r for r in runs if r.name in ('ssl_tf_dense', 'ssl_keep_conv2', 'ssl_global')]  # after the main gap's seeds
     return [r for r in runs if r not in late] + extra + late, specs
 
 
@@ -702,8 +766,7 @@ def run_backbone(args, backbone: str, argv) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out).resolve()
     a, gt, lq, meta, teacher, tmeta = resolve(args, backbone, work)
-    a.lite_feat = a.lite_feat or max(1, round(a.num_feat * (1 - a.ratio)))
-    a.lite_iters = a.dense_iters + a.finetune_iters
+    settle(a)
     prune_at = sparsity_iters(a)
     say(f'{backbone}: {a.net_type} {a.num_feat}/{a.num_block}; sparsity stage {prune_at} iterations, finetuning '
         f'{a.finetune_iters}; lite num_feat {a.lite_feat}, {a.lite_iters} iterations')
@@ -722,9 +785,9 @@ def run_backbone(args, backbone: str, argv) -> dict:
     torch.set_num_threads(args.jobs * args.threads)  # the training slots are free now
     say(f'{backbone}: evaluating on {a.test_clips}')
     result = evaluate(a, specs, gt, lq, teacher or exp / 'dense' / 'models' / 'net_g_latest.pth')
-    settings = {k: v for k, v in vars(a).items() if k not in ('eval_only', 'no_plots', 'keep_done')}
+    settings = {k: v for k, v in vars(a).items() if k not in ('eval_only', 'no_plots', 'keep_done', 'left_out')}
     result.update(
-        settings={**settings, 'sparsity_iters': prune_at}, planned=[r.name for r in runs],
+        settings={**settings, 'sparsity_iters': prune_at}, planned=[r.name for r in runs], left_out=a.left_out,
         teacher={'checkpoint': 'trained-teacher fixture' if tmeta else str(teacher), 'test': tmeta.get('test'),
                  'best_iter': tmeta.get('best_iter'), 'iterations': tmeta.get('iterations')},
         run_seconds=seconds, machine=machine(), minutes=(time.time() - t0) / 60, code=code_version(),

@@ -23,16 +23,23 @@ def q():
         sys.path.remove(str(BENCH))
 
 
-def planned(q, tmp_path, *extra):
+def planned(q, tmp_path, *extra, target=None):
     teacher = tmp_path / 'dense.pth'
-    teacher.write_bytes(b'')  # only its path enters the option files
+    if not teacher.exists():  # a real (untrained) dense teacher: plan resolves every selection on it
+        import torch
+        from basicsr.archs import build_network
+        torch.manual_seed(0)
+        net = build_network({'type': 'BasicVSRUni', 'num_feat': 8, 'num_block': 1})
+        torch.save({'params': net.state_dict()}, teacher)
     (tmp_path / 'meta.txt').write_text('a 10 (64,64,3)\n')
     args = q.parse_args(['--pretrained', str(teacher), '--data-gt', str(tmp_path / 'gt'), '--data-lq',
                          str(tmp_path / 'lq'), '--meta-info', str(tmp_path / 'meta.txt'), '--num-feat', '8',
                          '--num-block', '1', '--dense-iters', '20', *extra])
     work = tmp_path / 'work'
     a, gt, lq, meta, ckpt, _ = q.resolve(args, 'uni', work)
-    a.lite_feat, a.lite_iters = 4, a.dense_iters + a.finetune_iters
+    a.lite_feat = 4
+    q.settle(a)
+    a.params_target = target or a.params_target
     runs, specs = q.plan(a, work, gt, lq, meta, ckpt)
     opts = {r.name: yaml.safe_load(r.yml.read_text()) for r in runs}
     return a, runs, specs, opts, teacher
@@ -40,10 +47,10 @@ def planned(q, tmp_path, *extra):
 
 def test_plan_every_method_and_seed(q, tmp_path):
     a, runs, specs, opts, teacher = planned(q, tmp_path, '--seeds', '3', '7', '--finetune-iters', '12',
-                                            '--stabilize-iters', '4', '--aligned-ratio', '0.3')
+                                            '--stabilize-iters', '4', '--budget', 'ratio', '--aligned-ratio', '0.3')
     names = [r.name for r in runs]
     assert names[0] == 'lite'  # the longest run starts first
-    assert set(names) == {'lite', 'ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'l1', 'aligned',
+    assert set(names) == {'lite', 'ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'ssl_global', 'l1', 'aligned',
                           'ssl_s7', 'l1_s7', 'aligned_s7'}
     stage = q.sparsity_iters(a)
     for name, o in opts.items():
@@ -61,6 +68,7 @@ def test_plan_every_method_and_seed(q, tmp_path):
         assert (o['train']['tf_opt'] is None) == (name == 'ssl_no_tf')
         assert o['ssl'].get('tf_teacher') == (str(teacher) if name == 'ssl_tf_dense' else None)
         assert o['ssl']['skip'] == (['*.conv2'] if name == 'ssl_keep_conv2' else [])
+        assert o['ssl']['scope'] == ('global' if name == 'ssl_global' else 'global_normalized')
     no_tf = next(r for r in runs if r.name == 'ssl_no_tf')
     assert no_tf.deps == {'ssl'}
     assert opts['ssl_no_tf']['path']['resume_state'].endswith(f'ssl_no_tf/training_states/{stage}.state')
@@ -86,3 +94,23 @@ def test_summary_mean_and_spread_over_seeds(q):
     assert s['ssl']['psnr_rgb'] == pytest.approx(30.5) and s['ssl']['psnr_rgb_spread'] == pytest.approx(1.0)
     assert s['ssl']['seeds'] == [0, 1] and s['ssl']['params'] == 0  # the cost of the first seed
     assert s['l1']['psnr_rgb_spread'] == 0 and s['l1']['psnr_y'] == pytest.approx(30.0)
+
+
+def test_default_budget_matches_the_lite_params_and_resolves_each_selection(q, tmp_path):
+    """Default ``--budget lite``: every pruned run targets dense / lite params without SPyNet; the plan resolves each
+    selection on the teacher as the run will (chosen ratio, met target) and leaves out, naming why, a method whose
+    settings cannot reach it, instead of failing the benchmark."""
+    a, runs, specs, opts, _ = planned(q, tmp_path, '--finetune-iters', '12', '--stabilize-iters', '4')
+    assert a.params_target > 1
+    by_name = {s['name']: s for s in specs}
+    for name, o in opts.items():
+        if name == 'lite':
+            continue
+        assert 'pruning_ratio' not in o['ssl']
+        assert o['ssl']['target_params_ratio'] == a.params_target and o['ssl']['budget_exclude'] == ['spynet']
+        if name != 'ssl_no_tf':  # resumes ssl: no selection of its own
+            sel = by_name[name]['selection']
+            assert 0 < sel['pruning_ratio'] < 1 and abs(sel['selected_param_ratio'] / a.params_target - 1) <= 0.02
+    a2, runs2, *_ = planned(q, tmp_path, '--methods', 'ssl', 'l1', 'lite', target=50.0)
+    assert [r.name for r in runs2] == ['lite'] and set(a2.left_out) == {'ssl', 'l1'}
+    assert 'target_params_ratio = 50.0: unreachable' in a2.left_out['l1']
