@@ -18,15 +18,17 @@ SPyNet (``ssl.budget_exclude: [spynet]``), so each method's own selection decide
 * ``ssl_global``     SSL with the raw global pool (``scope: global``, the paper's rule literally; the default selection
   is ``global_normalized``);
 * ``l1``             L1-norm pruning: the same units chosen by L1 norm are cut at once, then finetuned with TF;
+* ``l1_long``        the same, finetuned for the sparsity stage's iterations too: as many training iterations
+  after the teacher as ``ssl`` (which trains through its sparsity stage), so the SSL / L1 gap is not extra training;
 * ``aligned``        the ASSL-style baseline (``method: aligned``): one kept channel set per skip path, so the hidden
   state itself gets thinner; TF compares the kept channels;
 * ``lite``           BasicVSR-lite: ``num_feat`` x (1 - ratio) channels, trained from scratch for the teacher's plus
   the finetuning budget. BasicSR's BasicVSR hard-codes 64 channels in ``upconv2`` / ``conv_hr`` / ``conv_last``;
   SSL prunes them, a narrower BasicVSR keeps them, so the lite network has more MACs than the pruned one.
 
-``ssl``, ``l1`` and ``aligned`` run once per ``--seeds`` entry (mean and spread). Before training, each selection is
-resolved on the teacher (as the run will resolve it); a method whose budget its settings cannot reach is left out
-and named in the output instead of failing the whole benchmark.
+``ssl``, ``l1``, ``l1_long`` and ``aligned`` run once per ``--seeds`` entry (mean and spread). Before training, each
+selection is resolved on the teacher (as the run will resolve it); a method whose budget its settings cannot reach is
+left out and named in the output instead of failing the whole benchmark.
 
 Evaluation: PSNR / SSIM (``basicsr.metrics``, RGB and Y, no border crop) on the teacher's never-seen test segments
 (bikes 210-249, carphone 90-119: two scenes), params and MACs (torch's FLOP counter) with and without SPyNet (which
@@ -72,9 +74,9 @@ DATA = Path('data') / 'quality_x4'
 SOURCES = (('bikes', 0, 200, 100, ['001', '002']), ('carphone', 0, 120, None, ['000']))
 #: The trained teacher's never-seen test segments (benchmarks/teacher.py): two scenes, no frame of them trained on.
 TEACHER_TEST = 'bikes_test,carphone_test'
-METHODS = ('ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'ssl_global', 'l1', 'aligned', 'lite')
+METHODS = ('ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'ssl_global', 'l1', 'l1_long', 'aligned', 'lite')
 #: Methods run once per ``--seeds`` entry (the others once, seed ``--seeds[0]``).
-SEEDED = ('ssl', 'l1', 'aligned')
+SEEDED = ('ssl', 'l1', 'l1_long', 'aligned')
 LABELS = {
     'bicubic': 'Bicubic upsampling',
     'dense': 'BasicVSR (dense teacher)',
@@ -84,6 +86,7 @@ LABELS = {
     'ssl_tf_dense': 'SSL, TF teacher = original dense net',
     'ssl_global': 'SSL, raw global pool (the paper\'s rule)',
     'l1': 'L1-norm pruning (+TF)',
+    'l1_long': 'L1-norm pruning (+TF), finetuned as many iterations as SSL trains',
     'aligned': 'Aligned / ASSL-style (+TF at kept channels)',
     'lite': 'BasicVSR-lite (from scratch)',
 }
@@ -249,10 +252,12 @@ def budget(args, method: str) -> dict:
 
 
 def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, method: str = 'ssl',
-                skip=(), tf_teacher: Path | None = None, scope: str | None = None) -> dict:
+                skip=(), tf_teacher: Path | None = None, scope: str | None = None, long: bool = False) -> dict:
     """SSLVideoRecurrentModel on top of ``base``: same data / network / optimizer, the ``ssl:`` section, TF
-    (teacher: the network after the sparsity stage, or ``tf_teacher``, a dense checkpoint)."""
+    (teacher: the network after the sparsity stage, or ``tf_teacher``, a dense checkpoint). ``long`` (L1 only):
+    finetune for the sparsity stage's iterations as well, so the cut network trains as many iterations as SSL's."""
     s = 0 if method == 'l1' else sparsity_iters(args)
+    finetune = args.finetune_iters + (sparsity_iters(args) if long else 0)
     opt = copy.deepcopy(base)
     opt['name'] = name
     opt['model_type'] = 'SSLVideoRecurrentModel'
@@ -264,9 +269,9 @@ def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, met
     if tf_teacher is not None:
         opt['ssl']['tf_teacher'] = str(tf_teacher)
     t = opt['train']
-    t['total_iter'] = s + args.finetune_iters
+    t['total_iter'] = s + finetune
     t['fix_flow'] = args.fix_flow if args.fix_flow else t['total_iter'] + 1
-    t['scheduler']['periods'] = [args.finetune_iters]
+    t['scheduler']['periods'] = [finetune]
     t['scheduler_starts_at_finetune'] = True  # the paper: constant lr while sparsifying, a fresh cosine to finetune
     t['tf_opt'] = {'type': 'TFLoss', 'loss_weight': 1.0} if tf else None  # None: finetune without TF
     # The checkpoint and training state saved at the pruning iteration: the pruned network before finetuning and
@@ -574,7 +579,8 @@ def markdown(result: dict) -> str:
         cut = f'pruning ratio {s["ratio"]} (aligned {s["aligned_ratio"] or s["ratio"]}, {s["scope"]})'
     lines += ['', f'{s["net_type"]} num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; {cut}; teacher '
                   f'{s["dense_iters"]} iterations; sparsity stage {s["sparsity_iters"]}, finetuning '
-                  f'{s["finetune_iters"]} (lr {s["lr"]}), lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
+                  f'{s["finetune_iters"]} (l1_long {s["finetune_iters"] + s["sparsity_iters"]}; lr {s["lr"]}), '
+                  f'lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
                   f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}. Spread: ± half the range '
                   f'over the seeds. Test clips: {shown_clips}; MACs and CPU time (median of {s["speed_repeats"]}, '
                   f'{s.get("eval_threads", s["jobs"] * s["threads"])} thread(s), a shared machine) on '
@@ -728,7 +734,8 @@ def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) ->
     extra = []
     for seed in a.seeds:
         for method, kwargs in (('ssl', {}), ('aligned', {'method': 'aligned'}), ('l1', {'method': 'l1'}),
-                               ('ssl_no_tf', {'tf': False}), ('ssl_tf_dense', {'tf_teacher': teacher}),
+                               ('l1_long', {'method': 'l1', 'long': True}), ('ssl_no_tf', {'tf': False}),
+                               ('ssl_tf_dense', {'tf_teacher': teacher}),
                                ('ssl_keep_conv2', {'skip': ['*.conv2']}), ('ssl_global', {'scope': 'global'})):
             if method not in a.methods or (seed != seed0 and method not in SEEDED) or method in a.left_out:
                 continue
@@ -742,9 +749,9 @@ def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) ->
                     a.left_out[method] = str(e)
                     say(f'left out {method}: {e}')
                     continue
-            at = 0 if method == 'l1' else prune_at
+            at = 0 if opt['ssl']['method'] == 'l1' else prune_at
             run = Run(name, write_yaml(opt, opts / f'{name}.yml'), deps=needs)
-            before = 'l1' if method == 'l1' else exp / name / 'models' / f'net_g_{at}.pth'
+            before = 'l1' if opt['ssl']['method'] == 'l1' else exp / name / 'models' / f'net_g_{at}.pth'
             if method == 'ssl_no_tf':  # resumes the ssl run at the pruning iteration: the same pruned weights
                 if 'ssl' not in a.methods:
                     raise SystemExit('ssl_no_tf resumes the ssl run: add ssl to --methods')

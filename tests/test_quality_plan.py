@@ -50,8 +50,8 @@ def test_plan_every_method_and_seed(q, tmp_path):
                                             '--stabilize-iters', '4', '--budget', 'ratio', '--aligned-ratio', '0.3')
     names = [r.name for r in runs]
     assert names[0] == 'lite'  # the longest run starts first
-    assert set(names) == {'lite', 'ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'ssl_global', 'l1', 'aligned',
-                          'ssl_s7', 'l1_s7', 'aligned_s7'}
+    assert set(names) == {'lite', 'ssl', 'ssl_no_tf', 'ssl_keep_conv2', 'ssl_tf_dense', 'ssl_global', 'l1', 'l1_long',
+                          'aligned', 'ssl_s7', 'l1_s7', 'l1_long_s7', 'aligned_s7'}
     stage = q.sparsity_iters(a)
     for name, o in opts.items():
         assert o['network_g']['type'] == 'BasicVSRUni'
@@ -62,9 +62,12 @@ def test_plan_every_method_and_seed(q, tmp_path):
         assert o['path']['pretrain_network_g'] == str(teacher)
         assert o['manual_seed'] == (7 if name.endswith('_s7') else 3)
         method = o['ssl']['method']
-        assert method == {'l1': 'l1', 'aligned': 'aligned'}.get(name.split('_s')[0], 'ssl')
+        assert method == {'l1': 'l1', 'l1_long': 'l1', 'aligned': 'aligned'}.get(name.split('_s')[0], 'ssl')
         assert o['ssl']['pruning_ratio'] == (0.3 if method == 'aligned' else 0.5)
-        assert o['train']['total_iter'] == (0 if method == 'l1' else stage) + 12
+        # every run but plain l1 trains stage + 12 iterations after the teacher (l1_long: all of them finetuning)
+        assert o['train']['total_iter'] == (12 if name.split('_s')[0] == 'l1' else stage + 12)
+        finetune = stage + 12 if name.startswith('l1_long') else 12
+        assert o['train']['scheduler']['periods'] == [finetune]
         assert (o['train']['tf_opt'] is None) == (name == 'ssl_no_tf')
         assert o['ssl'].get('tf_teacher') == (str(teacher) if name == 'ssl_tf_dense' else None)
         assert o['ssl']['skip'] == (['*.conv2'] if name == 'ssl_keep_conv2' else [])
@@ -75,6 +78,7 @@ def test_plan_every_method_and_seed(q, tmp_path):
     by_name = {s['name']: s for s in specs}
     assert by_name['dense']['ckpt'] == teacher and by_name['lite']['net']['num_feat'] == 4
     assert by_name['l1']['before'] == 'l1' and by_name['ssl_s7']['before'] is None
+    assert by_name['l1_long']['before'] == 'l1' and opts['l1_long']['logger']['save_checkpoint_freq'] == stage + 12
 
 
 def test_plan_subset_and_errors(q, tmp_path):
