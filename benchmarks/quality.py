@@ -139,6 +139,9 @@ def parse_args(argv=None):
     g.add_argument('--stabilize-iters', type=int, default=50,
                    help='SIR: iterations at the ceiling T2 (default 50; with the defaults above the sparsity '
                         'stage is 50 + 50 iterations)')
+    g.add_argument('--gamma-lr-mul', type=float, default=1.0,
+                   help='train.ssl_gamma_lr_mul of the pruning runs: the γ\'s lr = --lr x this (default 1; Adam moves '
+                        'a γ by about lr per step, so a short sparsity stage needs more to drive γ towards 0)')
     g.add_argument('--finetune-iters', type=int, default=150, help='finetuning budget of every pruned network and '
                                                                    'extra budget of the lite one (default 150)')
     g.add_argument('--spynet-path', help='pretrained SPyNet weights (BasicSR network_g.spynet_path); default: none, '
@@ -173,6 +176,8 @@ def parse_args(argv=None):
         p.error('--aligned-ratio is a pruning ratio: it goes with --budget ratio')
     if args.legacy_data and args.backbone != 'bi':
         p.error('--legacy-data exists for the bidirectional backbone only')
+    if not args.gamma_lr_mul > 0:
+        p.error('--gamma-lr-mul must be > 0')
     if len(set(args.seeds)) != len(args.seeds):
         p.error('--seeds must be distinct')
     for name in ('dense_iters', 'finetune_iters', 'jobs', 'threads', 'batch', 'num_frame', 'speed_repeats'):
@@ -273,6 +278,8 @@ def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, met
     t['fix_flow'] = args.fix_flow if args.fix_flow else t['total_iter'] + 1
     t['scheduler']['periods'] = [finetune]
     t['scheduler_starts_at_finetune'] = True  # the paper: constant lr while sparsifying, a fresh cosine to finetune
+    if args.gamma_lr_mul != 1:
+        t['ssl_gamma_lr_mul'] = args.gamma_lr_mul
     t['tf_opt'] = {'type': 'TFLoss', 'loss_weight': 1.0} if tf else None  # None: finetune without TF
     # The checkpoint and training state saved at the pruning iteration: the pruned network before finetuning and
     # the unpruned teacher (for the hidden-state plot and the no-TF run).
@@ -577,9 +584,12 @@ def markdown(result: dict) -> str:
                f'{s["params_target"]:.3f}, budget_exclude [spynet]; selection {s["scope"]}, ssl_global: global)')
     else:
         cut = f'pruning ratio {s["ratio"]} (aligned {s["aligned_ratio"] or s["ratio"]}, {s["scope"]})'
+    mul = s.get('gamma_lr_mul', 1)
+    gamma = f', γ lr x {mul:g}' if mul != 1 else ''
     lines += ['', f'{s["net_type"]} num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; {cut}; teacher '
                   f'{s["dense_iters"]} iterations; sparsity stage {s["sparsity_iters"]}, finetuning '
-                  f'{s["finetune_iters"]} (l1_long {s["finetune_iters"] + s["sparsity_iters"]}; lr {s["lr"]}), '
+                  f'{s["finetune_iters"]} (l1_long {s["finetune_iters"] + s["sparsity_iters"]}; lr {s["lr"]}'
+                  f'{gamma}), '
                   f'lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
                   f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}. Spread: ± half the range '
                   f'over the seeds. Test clips: {shown_clips}; MACs and CPU time (median of {s["speed_repeats"]}, '

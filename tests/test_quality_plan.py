@@ -88,6 +88,16 @@ def test_plan_subset_and_errors(q, tmp_path):
         planned(q, tmp_path, '--methods', 'ssl_no_tf')
     with pytest.raises(SystemExit):
         q.parse_args(['--seeds', '1', '1'])
+    with pytest.raises(SystemExit):
+        q.parse_args(['--gamma-lr-mul', '0'])
+
+
+def test_plan_gamma_lr_mul_reaches_the_pruning_runs_only(q, tmp_path):
+    _, _, _, opts, _ = planned(q, tmp_path, '--methods', 'ssl', 'l1', 'lite', '--gamma-lr-mul', '20')
+    assert opts['ssl']['train']['ssl_gamma_lr_mul'] == 20 and opts['l1']['train']['ssl_gamma_lr_mul'] == 20
+    assert 'ssl_gamma_lr_mul' not in opts['lite']['train']  # a plain VideoRecurrentModel run has no γ
+    _, _, _, default, _ = planned(q, tmp_path, '--methods', 'ssl')
+    assert 'ssl_gamma_lr_mul' not in default['ssl']['train']
 
 
 def test_summary_mean_and_spread_over_seeds(q):
