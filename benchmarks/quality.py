@@ -261,8 +261,9 @@ def ssl_options(args, base: dict, name: str, teacher: Path, tf: bool = True, met
     """SSLVideoRecurrentModel on top of ``base``: same data / network / optimizer, the ``ssl:`` section, TF
     (teacher: the network after the sparsity stage, or ``tf_teacher``, a dense checkpoint). ``long`` (L1 only):
     finetune for the sparsity stage's iterations as well, so the cut network trains as many iterations as SSL's."""
-    s = 0 if method == 'l1' else sparsity_iters(args)
-    finetune = args.finetune_iters + (sparsity_iters(args) if long else 0)
+    stage = sparsity_iters(args)
+    s = 0 if method == 'l1' else stage
+    finetune = args.finetune_iters + (stage if long else 0)
     opt = copy.deepcopy(base)
     opt['name'] = name
     opt['model_type'] = 'SSLVideoRecurrentModel'
@@ -586,11 +587,11 @@ def markdown(result: dict) -> str:
         cut = f'pruning ratio {s["ratio"]} (aligned {s["aligned_ratio"] or s["ratio"]}, {s["scope"]})'
     mul = s.get('gamma_lr_mul', 1)
     gamma = f', γ lr x {mul:g}' if mul != 1 else ''
+    long = f'l1_long {s["finetune_iters"] + s["sparsity_iters"]}; ' if 'l1_long' in rows else ''
     lines += ['', f'{s["net_type"]} num_feat {s["num_feat"]}, num_block {s["num_block"]}, BI x4; {cut}; teacher '
                   f'{s["dense_iters"]} iterations; sparsity stage {s["sparsity_iters"]}, finetuning '
-                  f'{s["finetune_iters"]} (l1_long {s["finetune_iters"] + s["sparsity_iters"]}; lr {s["lr"]}'
-                  f'{gamma}), '
-                  f'lite {s["lite_iters"]} from scratch (lr {s["lite_lr"]}); '
+                  f'{s["finetune_iters"]} ({long}lr {s["lr"]}{gamma}), lite {s["lite_iters"]} from scratch '
+                  f'(lr {s["lite_lr"]}); '
                   f'batch {s["batch"]} x {s["num_frame"]} frames, GT crop {s["gt_size"]}. Spread: ± half the range '
                   f'over the seeds. Test clips: {shown_clips}; MACs and CPU time (median of {s["speed_repeats"]}, '
                   f'{s.get("eval_threads", s["jobs"] * s["threads"])} thread(s), a shared machine) on '
@@ -759,9 +760,9 @@ def plan(a, work: Path, gt: Path, lq: Path, meta: Path, teacher: Path | None) ->
                     a.left_out[method] = str(e)
                     say(f'left out {method}: {e}')
                     continue
-            at = 0 if opt['ssl']['method'] == 'l1' else prune_at
+            one_shot = opt['ssl']['method'] == 'l1'  # l1 and l1_long: cut at iteration 0, no sparsity stage
             run = Run(name, write_yaml(opt, opts / f'{name}.yml'), deps=needs)
-            before = 'l1' if opt['ssl']['method'] == 'l1' else exp / name / 'models' / f'net_g_{at}.pth'
+            before = 'l1' if one_shot else exp / name / 'models' / f'net_g_{prune_at}.pth'
             if method == 'ssl_no_tf':  # resumes the ssl run at the pruning iteration: the same pruned weights
                 if 'ssl' not in a.methods:
                     raise SystemExit('ssl_no_tf resumes the ssl run: add ssl to --methods')

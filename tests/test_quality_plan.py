@@ -2,6 +2,7 @@
 summary over seeds (no training here)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -128,3 +129,13 @@ def test_default_budget_matches_the_lite_params_and_resolves_each_selection(q, t
     a2, runs2, *_ = planned(q, tmp_path, '--methods', 'ssl', 'l1', 'lite', target=50.0)
     assert [r.name for r in runs2] == ['lite'] and set(a2.left_out) == {'ssl', 'l1'}
     assert 'target_params_ratio = 50.0: unreachable' in a2.left_out['l1']
+
+
+def test_markdown_names_l1_long_budget_only_when_it_ran(q):
+    results = BENCH.parent / 'docs' / 'results'
+    full = json.loads((results / 'quality_bi.json').read_text())
+    assert q.markdown(full) == (results / 'quality_bi.md').read_text()  # the committed table is the JSON's
+    assert 'l1_long 200; lr' in q.markdown(full)
+    no_l1 = json.loads((results / 'quality_gamma20' / 'quality_bi.json').read_text())
+    text = q.markdown(no_l1)
+    assert 'l1_long' not in text and '(lr 0.0005, γ lr x 20)' in text
